@@ -1,0 +1,250 @@
+"""Reading and writing concept files (safetensors with ``mrti.*`` header metadata).
+
+Loading validates everything a hand-edited, truncated or foreign file could get wrong and reports it
+as a ``ConceptFileError`` naming the file, because these files are shared between users.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as _serialize
+
+from .atomic_write import atomic_write_bytes
+from .concept import (
+    ENCODER_KEYS,
+    MAX_NUM_SCALES,
+    Concept,
+    ConceptInfo,
+    ModelFamily,
+    TrainingValue,
+    validate_concept_name,
+)
+from .errors import ConceptFileError, MrtiError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FILE_SUFFIX = ".safetensors"
+
+KEY_FORMAT_VERSION = "mrti.format_version"
+KEY_NAME = "mrti.name"
+KEY_NUM_SCALES = "mrti.num_scales"
+KEY_VECTORS_PER_TOKEN = "mrti.vectors_per_token"
+KEY_BASE_FAMILY = "mrti.base_family"
+KEY_INIT_WORD = "mrti.init_word"
+KEY_TRAINING = "mrti.training"
+REQUIRED_KEYS = (
+    KEY_FORMAT_VERSION,
+    KEY_NAME,
+    KEY_NUM_SCALES,
+    KEY_VECTORS_PER_TOKEN,
+    KEY_BASE_FAMILY,
+    KEY_INIT_WORD,
+    KEY_TRAINING,
+)
+
+_LOADABLE_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
+
+PathArg = str | PathLike[str]
+
+
+def concept_metadata(concept: Concept) -> dict[str, str]:
+    """The header metadata written for ``concept``."""
+    return {
+        KEY_FORMAT_VERSION: str(FORMAT_VERSION),
+        KEY_NAME: concept.name,
+        KEY_NUM_SCALES: str(concept.num_scales),
+        KEY_VECTORS_PER_TOKEN: str(concept.vectors_per_token),
+        KEY_BASE_FAMILY: concept.info.base_family.value,
+        KEY_INIT_WORD: concept.info.init_word,
+        KEY_TRAINING: json.dumps(dict(concept.info.training), sort_keys=True),
+    }
+
+
+def save_concept(concept: Concept, path: PathArg, *, overwrite: bool = False) -> Path:
+    """Write ``concept`` to ``path`` atomically; the file is either complete or untouched."""
+    target = Path(path)
+    tensors = {}
+    for key, tensor in concept.embeddings.items():
+        tensor = tensor.detach().to("cpu")
+        if tensor.dtype == torch.float64:
+            tensor = tensor.to(torch.float32)
+        tensors[key] = tensor.contiguous()
+    data = _serialize(tensors, metadata=concept_metadata(concept))
+    atomic_write_bytes(target, data, overwrite=overwrite)
+    logger.info("saved concept %r (%d scales) to %s", concept.name, concept.num_scales, target)
+    return target
+
+
+def _check_readable_file(path: Path) -> None:
+    if not path.exists():
+        raise ConceptFileError(path, "file does not exist")
+    if path.is_dir():
+        raise ConceptFileError(path, "is a folder, not a concept file")
+    if path.stat().st_size == 0:
+        raise ConceptFileError(path, "file is empty; it is not a valid safetensors file")
+
+
+def _not_safetensors(path: Path, exc: Exception) -> ConceptFileError:
+    return ConceptFileError(path, f"not a valid or complete safetensors file ({exc})")
+
+
+def peek_concept_header(path: PathArg) -> dict[str, str]:
+    """The file's header metadata, read without loading any tensor data."""
+    file = Path(path)
+    _check_readable_file(file)
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except OSError as exc:
+        raise ConceptFileError(file, f"cannot read file: {exc.strerror or exc}") from exc
+    except Exception as exc:  # safetensors raises its own untyped errors for malformed files
+        raise _not_safetensors(file, exc) from exc
+
+
+def _int_field(path: Path, metadata: Mapping[str, str], key: str) -> int:
+    text = metadata[key]
+    try:
+        return int(text)
+    except ValueError:
+        raise ConceptFileError(path, f"metadata {key!r} is {text!r}, not an integer") from None
+
+
+def _parse_training(path: Path, text: str) -> dict[str, TrainingValue]:
+    try:
+        training = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConceptFileError(path, f"metadata {KEY_TRAINING!r} is not valid JSON ({exc})") from None
+    if not isinstance(training, dict):
+        raise ConceptFileError(path, f"metadata {KEY_TRAINING!r} must be a JSON object")
+    for key, value in training.items():
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConceptFileError(
+                path, f"metadata {KEY_TRAINING!r} entry {key!r} must be a string, number or boolean"
+            )
+    return training
+
+
+def _parse_info(path: Path, metadata: Mapping[str, str]) -> tuple[ConceptInfo, int, int]:
+    if KEY_FORMAT_VERSION not in metadata:
+        raise ConceptFileError(
+            path,
+            f"missing metadata key {KEY_FORMAT_VERSION!r}; this is not a Multiresolution Textual "
+            "Inversion concept file (an ordinary embedding or checkpoint?)",
+        )
+    version = _int_field(path, metadata, KEY_FORMAT_VERSION)
+    if version > FORMAT_VERSION:
+        raise ConceptFileError(
+            path,
+            f"format version {version} is newer than this version of the node pack supports "
+            f"({FORMAT_VERSION}); update the node pack",
+        )
+    if version < 1:
+        raise ConceptFileError(path, f"format version {version} is not supported")
+    for key in REQUIRED_KEYS:
+        if key not in metadata:
+            raise ConceptFileError(path, f"missing metadata key {key!r}")
+    num_scales = _int_field(path, metadata, KEY_NUM_SCALES)
+    if not 1 <= num_scales <= MAX_NUM_SCALES:
+        raise ConceptFileError(
+            path, f"metadata {KEY_NUM_SCALES!r} is {num_scales}; expected 1 to {MAX_NUM_SCALES}"
+        )
+    vectors = _int_field(path, metadata, KEY_VECTORS_PER_TOKEN)
+    if vectors < 1:
+        raise ConceptFileError(path, f"metadata {KEY_VECTORS_PER_TOKEN!r} is {vectors}; expected at least 1")
+    family_text = metadata[KEY_BASE_FAMILY]
+    try:
+        family = ModelFamily(family_text)
+    except ValueError:
+        known = ", ".join(f.value for f in ModelFamily)
+        raise ConceptFileError(
+            path, f"metadata {KEY_BASE_FAMILY!r} is {family_text!r}; expected one of {known}"
+        ) from None
+    training = _parse_training(path, metadata[KEY_TRAINING])
+    try:
+        info = ConceptInfo(version, metadata[KEY_INIT_WORD], family, training)
+    except MrtiError as exc:
+        raise ConceptFileError(path, str(exc)) from None
+    return info, num_scales, vectors
+
+
+def _read_tensors(path: Path, num_scales: int, vectors: int) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+            if not keys:
+                raise ConceptFileError(path, "file holds no tensors")
+            for key in keys:
+                if key not in ENCODER_KEYS:
+                    raise ConceptFileError(
+                        path, f"unknown tensor {key!r}; expected only {', '.join(ENCODER_KEYS)}"
+                    )
+                tensor_slice = handle.get_slice(key)
+                shape = list(tensor_slice.get_shape())
+                dtype = tensor_slice.get_dtype()
+                if len(shape) != 3:
+                    raise ConceptFileError(
+                        path,
+                        f"tensor {key!r} has shape {shape}; expected 3 dimensions "
+                        "[num_scales, vectors_per_token, width]",
+                    )
+                if shape[:2] != [num_scales, vectors]:
+                    raise ConceptFileError(
+                        path,
+                        f"tensor {key!r} has shape {shape}, but the metadata says {num_scales} "
+                        f"scales x {vectors} vectors per token",
+                    )
+                if shape[2] < 1:
+                    raise ConceptFileError(path, f"tensor {key!r} has width 0")
+                if dtype not in _LOADABLE_DTYPES:
+                    raise ConceptFileError(
+                        path,
+                        f"tensor {key!r} has dtype {dtype}; expected "
+                        + ", ".join(_LOADABLE_DTYPES.values()),
+                    )
+            for key in keys:
+                tensors[key] = handle.get_tensor(key).to(device="cpu", dtype=torch.float32).contiguous()
+    except MrtiError:
+        raise
+    except OSError as exc:
+        raise ConceptFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    except Exception as exc:  # malformed or truncated data
+        raise _not_safetensors(path, exc) from exc
+    for key, tensor in tensors.items():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise ConceptFileError(
+                path, f"tensor {key!r} contains {bad} non-finite values (NaN or infinity)"
+            )
+    return tensors
+
+
+def load_concept(path: PathArg, *, name: str | None = None) -> Concept:
+    """Load and validate a concept file; tensors come back as float32 on the CPU."""
+    file = Path(path)
+    metadata = peek_concept_header(file)
+    info, num_scales, vectors = _parse_info(file, metadata)
+    if name is None:
+        name = file.name[: -len(FILE_SUFFIX)] if file.name.endswith(FILE_SUFFIX) else file.stem
+        what = "the file name gives concept name"
+    else:
+        what = "concept name"
+    try:
+        validate_concept_name(name)
+    except MrtiError as exc:
+        raise ConceptFileError(file, f"{what} {name!r}, which is not usable: {exc}") from None
+    embeddings = _read_tensors(file, num_scales, vectors)
+    try:
+        concept = Concept(name, embeddings, info, str(file))
+    except MrtiError as exc:
+        raise ConceptFileError(file, str(exc)) from None
+    logger.debug("loaded concept %r from %s", name, file)
+    return concept

@@ -1,0 +1,62 @@
+"""MultiResEmbeddingLoader: reads one learned concept and adds it to a set of concepts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from comfy_api.latest import io
+
+from ..mrti.concept import ConceptSet, validate_concept_name
+from ..mrti.concept_file import load_concept
+from ..mrti.reference_import import import_reference_folder
+from . import model_folders
+from .concept_type import MultiResConcepts
+
+
+def load_entry(entry: str, name: str = ""):
+    """Load a dropdown entry (concept file or reference folder) as a Concept named `name` or its stem."""
+    path = model_folders.resolve_entry(entry)
+    default_name = path.name if path.is_dir() else path.stem
+    chosen = validate_concept_name(name.strip() or default_name)
+    if path.is_dir():
+        return import_reference_folder(path, name=chosen)
+    return load_concept(path, name=chosen)
+
+
+class MultiResEmbeddingLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MultiResEmbeddingLoader",
+            display_name="Load Multires Embedding",
+            category="conditioning/multires",
+            description="Loads a concept learned as N per-diffusion-time embeddings, for use in prompts as <name>.",
+            inputs=[
+                io.Combo.Input("concept", options=model_folders.list_entries(),
+                               tooltip="A concept file (.safetensors) or a reference-repo output folder "
+                                       "in models/multires_embeddings."),
+                io.String.Input("name", default="",
+                                tooltip="The name prompts use, as in <name(3)>. Empty: the file's stem "
+                                        "(or the folder's name)."),
+                MultiResConcepts.Input("concepts", optional=True,
+                                       tooltip="Concepts loaded by another loader; this one is added to them."),
+            ],
+            outputs=[MultiResConcepts.Output(display_name="concepts",
+                                             tooltip="The incoming concepts plus this one.")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, concept: str, name: str = "", concepts=None):
+        # Reload when the file on disk changes, not only when the inputs do.
+        try:
+            path = model_folders.resolve_entry(concept)
+        except ValueError:
+            return concept
+        stamp_of = path / "text_encoder" if path.is_dir() else path
+        stat = Path(stamp_of).stat()
+        return f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
+
+    @classmethod
+    def execute(cls, concept: str, name: str = "", concepts: ConceptSet | None = None) -> io.NodeOutput:
+        loaded = load_entry(concept, name)
+        base = concepts if concepts is not None else ConceptSet.empty()
+        return io.NodeOutput(base.with_concept(loaded))

@@ -1,0 +1,61 @@
+"""The `multires_embeddings` models folder, registered with the host's `folder_paths`.
+
+Registering through `folder_paths` is what makes a `multires_embeddings:` entry in a user's
+`extra_model_paths.yaml` work. Entries are concept files (`.safetensors`) and reference-repo output
+folders (saved diffusers pipelines), listed by their path relative to the folder they were found in.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import folder_paths
+
+from ..mrti.errors import ConceptFileError
+from ..mrti.reference_import import is_reference_folder
+
+FOLDER_NAME = "multires_embeddings"
+CONCEPT_EXTENSIONS = {".safetensors"}
+
+
+def register() -> None:
+    default = os.path.join(folder_paths.models_dir, FOLDER_NAME)
+    folder_paths.add_model_folder_path(FOLDER_NAME, default, is_default=True)
+    paths, _ = folder_paths.folder_names_and_paths[FOLDER_NAME]
+    folder_paths.folder_names_and_paths[FOLDER_NAME] = (paths, set(CONCEPT_EXTENSIONS))
+
+
+def _reference_folders(root: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        if here != root and is_reference_folder(here):
+            found.append(here.relative_to(root).as_posix())
+            dirnames.clear()  # a pipeline folder's own subfolders are not concepts
+        dirnames.sort()
+    return found
+
+
+def list_entries() -> list[str]:
+    """Concept files and reference folders, as the loader's dropdown shows them."""
+    register()
+    entries = list(folder_paths.get_filename_list(FOLDER_NAME))
+    for root in folder_paths.get_folder_paths(FOLDER_NAME):
+        if os.path.isdir(root):
+            entries.extend(f"{entry}/" for entry in _reference_folders(Path(root)))
+    return sorted(set(entries))
+
+
+def resolve_entry(entry: str) -> Path:
+    """The file or folder behind a dropdown entry; refuses names that leave the models folders."""
+    register()
+    relative = entry.rstrip("/")
+    for root in folder_paths.get_folder_paths(FOLDER_NAME):
+        root_path = Path(root).resolve()
+        candidate = (root_path / relative).resolve()
+        if root_path not in candidate.parents:
+            continue
+        if candidate.is_file() or (candidate.is_dir() and is_reference_folder(candidate)):
+            return candidate
+    raise ConceptFileError(entry, f"no concept file or reference folder of that name in the "
+                                  f"{FOLDER_NAME} folders ({', '.join(folder_paths.get_folder_paths(FOLDER_NAME))})")

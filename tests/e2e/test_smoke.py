@@ -1,0 +1,48 @@
+"""The stock graph runs on each tiny checkpoint through the HTTP API, and the host loads this package."""
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from harness import graphs
+from harness.server import PACKAGE_LINK_NAME
+
+OUR_NODES = {"MultiResEmbeddingLoader"}
+
+
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+def test_stock_graph_writes_png(server, client, tiny_checkpoints, kind):
+    checkpoint = tiny_checkpoints[kind].name
+    result = client.run(graphs.txt2img(checkpoint, prefix=f"smoke_{kind}", steps=3))
+    assert result.ok, result.error_message()
+    images = result.images()
+    assert len(images) == 1
+    png = client.image(images[0])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(io.BytesIO(png))
+    assert image.size == (64, 64)
+    assert (server.base / "output" / images[0]["filename"]).is_file()
+
+
+def test_package_imports_without_error(server):
+    log = server.log()
+    # The host prints one line per custom node folder with its import time; failures are marked.
+    loaded = re.search(rf"^\s+[\d.]+ seconds( \(IMPORT FAILED\))?: .*{PACKAGE_LINK_NAME}$", log, re.M)
+    assert loaded, f"no import line for {PACKAGE_LINK_NAME} in the server log:\n{log[-3000:]}"
+    assert loaded.group(1) is None, f"this package failed to import:\n{log[-3000:]}"
+    # The host logs tracebacks for its own optional extras (torchaudio, kornia, spandrel are left out);
+    # none may come from this package.
+    ours = [line for line in log.splitlines()
+            if PACKAGE_LINK_NAME in line and ("Cannot import" in line or "Error" in line or "File " in line)]
+    assert not ours, "\n".join(ours)
+
+
+def test_object_info_lists_our_nodes(client):
+    info = client.get("/object_info")
+    assert OUR_NODES <= set(info)
+    loader = info["MultiResEmbeddingLoader"]
+    assert loader["output"] == ["MULTIRES_CONCEPTS"]
+    for section in ("required", "optional"):
+        for input_name, spec in loader["input"].get(section, {}).items():
+            assert spec[1].get("tooltip"), f"input {input_name} has no tooltip"

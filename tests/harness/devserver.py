@@ -1,0 +1,41 @@
+"""Start a real ComfyUI with this package, the tiny models and a demo concept (scripts/serve.sh)."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
+
+from harness import comfy_runtime, host, tiny_models  # noqa: E402
+from harness.demo_concepts import write_demo_concepts  # noqa: E402
+from harness.server import ComfyServer, prepare_base_directory  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--base", type=Path, default=comfy_runtime.cache_dir() / "devserver",
+                        help="ComfyUI base directory (models, custom_nodes, input, output)")
+    opts = parser.parse_args()
+
+    host.boot(opts.base / "build")  # the tiny checkpoints are built with the host's own classes
+    checkpoints = tiny_models.ensure_checkpoints(comfy_runtime.cache_dir() / "tiny-models")
+    base = prepare_base_directory(opts.base, checkpoints)
+    write_demo_concepts(base / "models" / "multires_embeddings")
+
+    server = ComfyServer(base, port=opts.port)
+    server.start()
+    print(f"ComfyUI is running at {server.url} (log: {server.log_path}); Ctrl-C stops it.", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

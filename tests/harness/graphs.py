@@ -1,0 +1,20 @@
+"""API-format prompts built from the host's stock nodes, for tests and benchmarks."""
+from __future__ import annotations
+
+
+def txt2img(checkpoint: str, positive: str = "a painting of a dog", negative: str = "", *, seed: int = 0,
+            steps: int = 4, cfg: float = 5.0, sampler: str = "euler", scheduler: str = "normal",
+            denoise: float = 1.0, size: int = 64, prefix: str = "mrti_test") -> dict:
+    """CheckpointLoaderSimple → CLIPTextEncode ×2 → KSampler → VAEDecode → SaveImage."""
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": positive}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": negative}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+            "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler,
+            "denoise": denoise}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
+    }

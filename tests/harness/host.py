@@ -1,0 +1,47 @@
+"""ComfyUI imported into the current process (the in-process way into the host).
+
+`boot()` must run before anything imports `comfy`: the host reads its command-line options (CPU only,
+base directory) when its modules are first imported.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from . import comfy_runtime, tiny_models
+from .server import PACKAGE_LINK_NAME, prepare_base_directory
+
+_booted: Path | None = None
+
+
+def boot(base: Path) -> Path:
+    """Import the host on the CPU with `base` as its base directory; returns the base actually in use
+    (the first call's: the host's folder paths cannot move once imported)."""
+    global _booted
+    if _booted is not None:
+        return _booted
+    comfy_dir = str(comfy_runtime.comfyui_path())
+    if comfy_dir not in sys.path:
+        sys.path.insert(0, comfy_dir)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.base_directory = str(base)
+    import folder_paths  # noqa: F401  (reads args.base_directory on import)
+
+    tiny_models.register()
+    _booted = base
+    return base
+
+
+def load_package(base: Path, checkpoints: dict[str, Path]):
+    """Load this package into the in-process host the way the server does; returns its module."""
+    import nodes
+
+    prepare_base_directory(base, checkpoints)
+    link = base / "custom_nodes" / PACKAGE_LINK_NAME
+    ok = asyncio.run(nodes.load_custom_node(str(link), module_parent="custom_nodes"))
+    if not ok:
+        raise RuntimeError("the host failed to load this package; see the log above")
+    return sys.modules[str(link).replace(".", "_x_")]  # the host's module name for a folder node
