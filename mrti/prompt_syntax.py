@@ -210,6 +210,12 @@ class ResolvedTag:
     num_scales: int
     text: str
 
+    def __post_init__(self) -> None:
+        # Callers building tags by hand may pass "semi"; the schedule compares modes by identity.
+        object.__setattr__(self, "mode", Mode(self.mode))
+        if isinstance(self.num_scales, bool) or not isinstance(self.num_scales, int) or self.num_scales < 1:
+            raise MrtiError(f"{self.text}: number of scales must be a positive integer, got {self.num_scales!r}")
+
 
 def _check_resolution(tag_text: str, name: str, resolution: Resolution, num_scales: int,
                       from_default: bool) -> None:

@@ -5,6 +5,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import model_folders
 from .loader import MultiResEmbeddingLoader
+from .scheduler import TimestepConditioningScheduler
 
 
 class MultiResExtension(ComfyExtension):
@@ -12,7 +13,7 @@ class MultiResExtension(ComfyExtension):
         model_folders.register()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [MultiResEmbeddingLoader]
+        return [MultiResEmbeddingLoader, TimestepConditioningScheduler]
 
 
 async def comfy_entrypoint() -> ComfyExtension:

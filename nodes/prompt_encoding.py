@@ -1,0 +1,123 @@
+"""Encoding a multires prompt with the host's CLIP: one text-encoder pass per distinct token state.
+
+Each concept tag is replaced by an `embedding:` word that the host's tokenizer resolves through a
+lookup we add to a copy of it, so chunking, `(word:1.2)` weights and ordinary `embedding:` files are all
+handled by the host exactly as in CLIPTextEncode. The result is standard CONDITIONING: one entry per
+span of timesteps, scheduled with `start_percent`/`end_percent`.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+
+import torch
+
+import comfy.sd1_clip
+
+from ..mrti.concept import Concept, ConceptSet
+from ..mrti.errors import MrtiError
+from ..mrti.prompt_syntax import Mode, Resolution, ResolvedTag, parse_prompt, resolve_tags
+from ..mrti.schedule import TokenState, distinct_states, materialize, state_spans
+from ..mrti.step_ranges import progress_range
+
+log = logging.getLogger(__name__)
+
+_SLOT = "mrti_slot_{}_"
+
+
+def text_encoders(clip) -> dict[str, comfy.sd1_clip.SDTokenizer]:
+    """The model's CLIP-style sub-tokenizers by encoder key ("clip_l", "clip_g", "clip_h", …)."""
+    found = {}
+    for value in vars(clip.tokenizer).values():
+        if isinstance(value, comfy.sd1_clip.SDTokenizer):
+            found[value.embedding_key] = value
+    if not found:
+        raise MrtiError(f"this CLIP ({type(clip.tokenizer).__name__}) has no CLIP-style tokenizer that "
+                        "multires embeddings can be used with")
+    return found
+
+
+def concept_vectors(concept: Concept, encoders: Mapping[str, comfy.sd1_clip.SDTokenizer]) -> dict[str, torch.Tensor]:
+    """The concept's [N, V, width] tensor for each of the model's encoders, checked against its width."""
+    out = {}
+    source = concept.source or "no file"
+    for key, tokenizer in encoders.items():
+        tensor = concept.embeddings.get(key)
+        if tensor is None:
+            have = ", ".join(f"{k} ({w})" for k, w in concept.widths.items())
+            raise MrtiError(f"concept {concept.name!r} ({source}) has no embeddings for this model's {key} "
+                            f"(width {tokenizer.embedding_size}); it has {have}")
+        if tensor.shape[-1] != tokenizer.embedding_size:
+            raise MrtiError(f"concept {concept.name!r} ({source}) has width {tensor.shape[-1]} for {key}; "
+                            f"this model's {key} expects width {tokenizer.embedding_size}")
+        out[key] = tensor
+    return out
+
+
+def _with_slots(clip, encoders, slots: dict[str, dict[str, torch.Tensor]]):
+    """A clone of `clip` whose tokenizer resolves `embedding:mrti_slot_i_` to the given vectors."""
+    tokenizer = copy.copy(clip.tokenizer)
+    for attr, value in vars(clip.tokenizer).items():
+        if not isinstance(value, comfy.sd1_clip.SDTokenizer):
+            continue
+        sub = copy.copy(value)
+        original = value._try_get_embedding
+        key = value.embedding_key
+
+        def lookup(embedding_name: str, _original=original, _key=key):
+            words = embedding_name.split()
+            if words and words[0] in slots:
+                return slots[words[0]][_key], " ".join(words[1:])
+            return _original(embedding_name)
+
+        sub._try_get_embedding = lookup
+        if sub.embedding_directory is None:  # the host skips `embedding:` words entirely without one
+            sub.embedding_directory = []
+        setattr(tokenizer, attr, sub)
+    clone = clip.clone()
+    clone.tokenizer = tokenizer
+    return clone
+
+
+def _substituted_text(segments) -> str:
+    parts, slot = [], 0
+    for segment in segments:
+        if isinstance(segment, str):
+            parts.append(segment)
+        else:
+            parts.append(f" embedding:{_SLOT.format(slot)} ")
+            slot += 1
+    return "".join(parts)
+
+
+def encode_schedule(clip, concepts: ConceptSet, text: str, default_mode: Mode, default_resolution: Resolution,
+                    interpolate: bool) -> list:
+    """CONDITIONING for `text` whose concept tags follow METHOD.md's rules at every sampler step."""
+    parsed = parse_prompt(text)
+    tags: tuple[ResolvedTag, ...] = resolve_tags(parsed, concepts.num_scales_by_name(), default_mode,
+                                                 default_resolution)
+    encoders = text_encoders(clip)
+    vectors = {name: concept_vectors(concepts[name], encoders) for name in {tag.name for tag in tags}}
+    spans = state_spans(tags, interpolate)
+    substituted = _substituted_text(parsed.segments)
+
+    encoded: dict[tuple[TokenState, ...], list] = {}
+    for states in distinct_states(spans):
+        slots = {
+            _SLOT.format(i): {key: materialize(state, vectors[tag.name][key]) for key in encoders}
+            for i, (tag, state) in enumerate(zip(tags, states))
+        }
+        encoder = _with_slots(clip, encoders, slots)
+        encoded[states] = encoder.encode_from_tokens_scheduled(encoder.tokenize(substituted))
+
+    if len(spans) == 1:
+        return encoded[spans[0].states]
+    conditioning = []
+    for span in spans:
+        bounds = progress_range(span)
+        for cond, extras in encoded[span.states]:
+            conditioning.append([cond, {**extras, "start_percent": bounds.start_percent,
+                                        "end_percent": bounds.end_percent}])
+    log.debug("multires prompt: %d spans, %d encodings", len(spans), len(encoded))
+    return conditioning

@@ -1,0 +1,64 @@
+"""TimestepConditioningScheduler: a prompt with concept tags → CONDITIONING scheduled per sampler step."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..mrti.concept import ConceptSet
+from ..mrti.errors import MrtiError
+from ..mrti.prompt_syntax import Mode, parse_prompt, parse_resolution
+from .concept_type import MultiResConcepts
+from .prompt_encoding import encode_schedule
+
+
+class TimestepConditioningScheduler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TimestepConditioningScheduler",
+            display_name="Multires Prompt (Timestep Scheduled)",
+            category="conditioning/multires",
+            description="Encodes a prompt whose <concept> tags use a different learned embedding per band of "
+                        "diffusion time: <S|i|> Fixed, <S(i)> Semi, <S[i]> Fully. Works with every stock sampler.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="The CLIP model used to encode the prompt."),
+                MultiResConcepts.Input("concepts", tooltip="The concepts the prompt's tags may name."),
+                io.String.Input("text", multiline=True, dynamic_prompts=True,
+                                default="a painting of a dog in the style of <demo(3)>",
+                                tooltip="The prompt. <name|i|>, <name(i)>, <name[i]> use concept 'name' at "
+                                        "bucket index i (integer) or diffusion time i (decimal, 0-1); a bare "
+                                        "<name> uses the mode and resolution below. Write \\< for a literal <."),
+                io.Combo.Input("mode", options=[m.value for m in Mode], default=Mode.FULLY.value,
+                               tooltip="Mode for bare <name> tags: fixed (one embedding throughout), semi "
+                                       "(zero vector up to the resolution, own embeddings above), fully (the "
+                                       "resolution's embedding up to it, own embeddings above)."),
+                io.String.Input("resolution", default="0",
+                                tooltip="Resolution for bare <name> tags: a bucket index (0 = finest) or a "
+                                        "diffusion time with a decimal point (0.0-1.0)."),
+                io.Boolean.Input("interpolate", default=False,
+                                 tooltip="For decimal times: blend the two nearest buckets' embeddings "
+                                         "linearly instead of taking the bucket the time falls in."),
+            ],
+            outputs=[io.Conditioning.Output(tooltip="Standard conditioning whose concept embeddings change "
+                                                    "with the sampler's timestep.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, resolution: str | None = None, text: str | None = None, **_):
+        try:
+            if resolution is not None:
+                parse_resolution(resolution)
+            if text is not None:
+                parse_prompt(text)
+        except MrtiError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def execute(cls, clip, concepts: ConceptSet, text: str, mode: str, resolution: str,
+                interpolate: bool) -> io.NodeOutput:
+        if clip is None:
+            raise RuntimeError("clip input is invalid: None. If the clip is from a checkpoint loader node, "
+                               "your checkpoint does not contain a valid clip or text encoder model.")
+        conditioning = encode_schedule(clip, concepts, text, Mode(mode), parse_resolution(resolution),
+                                       interpolate)
+        return io.NodeOutput(conditioning)
