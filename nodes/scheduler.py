@@ -21,7 +21,9 @@ class TimestepConditioningScheduler(io.ComfyNode):
                         "diffusion time: <S|i|> Fixed, <S(i)> Semi, <S[i]> Fully. Works with every stock sampler.",
             inputs=[
                 io.Clip.Input("clip", tooltip="The CLIP model used to encode the prompt."),
-                MultiResConcepts.Input("concepts", tooltip="The concepts the prompt's tags may name."),
+                MultiResConcepts.Input("concepts", optional=True,
+                                       tooltip="The concepts the prompt's tags may name (from "
+                                               "Load Multires Embedding)."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
                                 default="a painting of a dog in the style of <demo(3)>",
                                 tooltip="The prompt. <name|i|>, <name(i)>, <name[i]> use concept 'name' at "
@@ -54,11 +56,13 @@ class TimestepConditioningScheduler(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, clip, concepts: ConceptSet, text: str, mode: str, resolution: str,
-                interpolate: bool) -> io.NodeOutput:
+    def execute(cls, clip, text: str, mode: str, resolution: str, interpolate: bool,
+                concepts: ConceptSet | None = None) -> io.NodeOutput:
         if clip is None:
             raise RuntimeError("clip input is invalid: None. If the clip is from a checkpoint loader node, "
                                "your checkpoint does not contain a valid clip or text encoder model.")
+        if concepts is None:
+            concepts = ConceptSet.empty()
         conditioning = encode_schedule(clip, concepts, text, Mode(mode), parse_resolution(resolution),
                                        interpolate)
         return io.NodeOutput(conditioning)

@@ -18,3 +18,24 @@ def txt2img(checkpoint: str, positive: str = "a painting of a dog", negative: st
         "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
     }
+
+
+def multires_txt2img(checkpoint: str, concepts: list[tuple[str, str]], text: str, *, mode: str = "fully",
+                     resolution: str = "0", interpolate: bool = False, **kwargs) -> dict:
+    """txt2img whose positive prompt comes from MultiResEmbeddingLoader(s) → TimestepConditioningScheduler.
+
+    `concepts` lists (dropdown entry, name) pairs, chained loader to loader."""
+    graph = txt2img(checkpoint, **kwargs)
+    previous = None
+    for i, (entry, name) in enumerate(concepts):
+        inputs = {"concept": entry, "name": name}
+        if previous:
+            inputs["concepts"] = [previous, 0]
+        graph[f"load{i}"] = {"class_type": "MultiResEmbeddingLoader", "inputs": inputs}
+        previous = f"load{i}"
+    inputs = {"clip": ["ckpt", 1], "text": text, "mode": mode, "resolution": resolution,
+              "interpolate": interpolate}
+    if previous:
+        inputs["concepts"] = [previous, 0]
+    graph["pos"] = {"class_type": "TimestepConditioningScheduler", "inputs": inputs}
+    return graph

@@ -1,0 +1,54 @@
+"""Concept files for tests: good ones in our format and the reference layout, and hostile ones."""
+from __future__ import annotations
+
+import json
+import pathlib
+from pathlib import Path
+
+import torch
+
+from mrti.reference_import import EMBEDDING_KEY
+
+from .demo_concepts import random_concept
+
+
+def write_reference_folder(folder: Path, table: torch.Tensor, placeholder: str = "S", vocab: int = 10) -> Path:
+    """A reference-repo output folder whose token table ends with `table`'s rows as <S|0|> … <S|N-1|>."""
+    (folder / "text_encoder").mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer").mkdir(parents=True, exist_ok=True)
+    full = torch.cat([torch.zeros(vocab, table.shape[1]), table])
+    torch.save({EMBEDDING_KEY: full}, folder / "text_encoder" / "pytorch_model.bin")
+    tokens = {f"<{placeholder}|{i}|>": vocab + i for i in range(table.shape[0])}
+    (folder / "tokenizer" / "added_tokens.json").write_text(json.dumps(tokens))
+    return folder
+
+
+class _TouchOnUnpickle:
+    """Unpickling this creates `marker`: the proof that a loader ran code from a file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def write_code_carrying_reference(folder: Path, marker: Path) -> Path:
+    """A reference-layout folder whose weights pickle runs code (touches `marker`) if unpickled freely."""
+    write_reference_folder(folder, torch.zeros(2, 768))
+    torch.save({EMBEDDING_KEY: _TouchOnUnpickle(marker)}, folder / "text_encoder" / "pytorch_model.bin")
+    return folder
+
+
+def write_truncated(path: Path, name: str = "cut") -> Path:
+    from mrti.concept_file import save_concept
+
+    save_concept(random_concept(name), path, overwrite=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def write_corrupt(path: Path) -> Path:
+    path.write_bytes(b"\x00\x01this is not a safetensors file" * 10)
+    return path
