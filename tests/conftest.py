@@ -21,7 +21,7 @@ def comfy_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(comfy_base) -> dict:
-    """{"sd1": path, "sdxl": path}: tiny seeded checkpoints, built once into the cache."""
+    """{"sd1": path, "sd2": path (v-prediction), "sdxl": path}: tiny seeded checkpoints, built once into the cache."""
     from harness import comfy_runtime, tiny_models
 
     return tiny_models.ensure_checkpoints(comfy_runtime.cache_dir() / "tiny-models")

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # the layer index is smaller than the depth), a narrow MLP.
 _TINY_CLIP_L = {"num_hidden_layers": 3, "intermediate_size": 128}
 _TINY_CLIP_G = {"num_hidden_layers": 3, "intermediate_size": 128}
+_TINY_CLIP_H = {"num_hidden_layers": 3, "intermediate_size": 128}
 
 _TINY_UNET_COMMON = {
     "use_checkpoint": False,
@@ -42,6 +43,7 @@ _TINY_UNET_COMMON = {
 }
 
 SD1_UNET = {**_TINY_UNET_COMMON, "context_dim": 768, "use_linear_in_transformer": False, "adm_in_channels": None}
+SD2_UNET = {**_TINY_UNET_COMMON, "context_dim": 1024, "use_linear_in_transformer": True, "adm_in_channels": None}
 SDXL_UNET = {
     **_TINY_UNET_COMMON,
     "context_dim": 2048,
@@ -51,19 +53,28 @@ SDXL_UNET = {
 }
 
 SD1_CHECKPOINT = "tiny_sd1.safetensors"
+SD2_CHECKPOINT = "tiny_sd2v.safetensors"  # v-prediction, like SD2.x 768-v
 SDXL_CHECKPOINT = "tiny_sdxl.safetensors"
+CHECKPOINTS = {"sd1": SD1_CHECKPOINT, "sd2": SD2_CHECKPOINT, "sdxl": SDXL_CHECKPOINT}
 
 
 def _model_configs():
     """The tiny configs, built lazily because they subclass the host's classes."""
+    import comfy.model_base
     import comfy.sd1_clip
     import comfy.sdxl_clip
     import comfy.supported_models as sm
     import comfy.supported_models_base as smb
+    import comfy.text_encoders.sd2_clip as sd2_clip
 
     class TinySD1ClipModel(comfy.sd1_clip.SD1ClipModel):
         def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
             options = {"clip_l_model_config": _TINY_CLIP_L, **model_options}
+            super().__init__(device=device, dtype=dtype, model_options=options, **kwargs)
+
+    class TinySD2ClipModel(sd2_clip.SD2ClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
+            options = {"clip_h_model_config": _TINY_CLIP_H, **model_options}
             super().__init__(device=device, dtype=dtype, model_options=options, **kwargs)
 
     class TinySDXLClipModel(comfy.sdxl_clip.SDXLClipModel):
@@ -79,6 +90,20 @@ def _model_configs():
         def clip_target(self, state_dict={}):
             return smb.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinySD1ClipModel)
 
+    class TinySD20(sm.SD20):
+        unet_config = {"context_dim": 1024, "model_channels": 32, "use_linear_in_transformer": True,
+                       "adm_in_channels": None, "use_temporal_attention": False}
+        unet_extra_config = {"num_heads": -1, "num_head_channels": 16}
+
+        def model_type(self, state_dict, prefix=""):
+            # The real SD20 guesses v-prediction from weight statistics; a marker key is unambiguous.
+            if "v_pred" in state_dict:
+                return comfy.model_base.ModelType.V_PREDICTION
+            return comfy.model_base.ModelType.EPS
+
+        def clip_target(self, state_dict={}):
+            return smb.ClipTarget(sd2_clip.SD2Tokenizer, TinySD2ClipModel)
+
     class TinySDXL(sm.SDXL):
         unet_config = {"model_channels": 32, "use_linear_in_transformer": True, "context_dim": 2048,
                        "adm_in_channels": 2816, "use_temporal_attention": False}
@@ -87,7 +112,7 @@ def _model_configs():
         def clip_target(self, state_dict={}):
             return smb.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, TinySDXLClipModel)
 
-    return TinySD15, TinySDXL
+    return TinySD15, TinySD20, TinySDXL
 
 
 _registered: tuple | None = None
@@ -131,14 +156,15 @@ def _vae_state_dict(seed: int) -> dict[str, torch.Tensor]:
 
 
 def build_checkpoint(kind: str, path: Path, seed: int = 0) -> Path:
-    """Write a tiny checkpoint of `kind` ("sd1" or "sdxl") to `path` through the host's own saving code."""
+    """Write a tiny checkpoint of `kind` ("sd1", "sd2" or "sdxl") to `path` through the host's own saving code."""
     import comfy.sd
     import comfy.utils
 
-    tiny_sd1, tiny_sdxl = register()
-    config_class, unet = {"sd1": (tiny_sd1, SD1_UNET), "sdxl": (tiny_sdxl, SDXL_UNET)}[kind]
+    tiny_sd1, tiny_sd2, tiny_sdxl = register()
+    config_class, unet = {"sd1": (tiny_sd1, SD1_UNET), "sd2": (tiny_sd2, SD2_UNET),
+                          "sdxl": (tiny_sdxl, SDXL_UNET)}[kind]
     model_config = config_class(dict(unet))
-    model = model_config.get_model({})
+    model = model_config.get_model({"v_pred": torch.tensor([])} if kind == "sd2" else {})
     _seeded_init(model.diffusion_model, seed)
 
     clip = comfy.sd.CLIP(model_config.clip_target(), embedding_directory=None)
@@ -155,10 +181,27 @@ def build_checkpoint(kind: str, path: Path, seed: int = 0) -> Path:
     return path
 
 
+def build_controlnet(path: Path, seed: int = 0) -> Path:
+    """A tiny SD1 ControlNet in the original (`control_model.` prefixed) layout the host's loader reads."""
+    import comfy.cldm.cldm
+    import comfy.ops
+    import comfy.utils
+
+    tiny_sd1 = register()[0]
+    config = dict(tiny_sd1(dict(SD1_UNET)).unet_config)
+    config.pop("out_channels")
+    net = comfy.cldm.cldm.ControlNet(**config, hint_channels=3, operations=comfy.ops.disable_weight_init)
+    _seeded_init(net, seed + 3)
+    state_dict = {f"control_model.{k}": v.half().contiguous() for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    comfy.utils.save_torch_file(state_dict, str(path))
+    return path
+
+
 def ensure_checkpoints(folder: Path, seed: int = 0) -> dict[str, Path]:
     """Build the tiny checkpoints into `folder` unless they are already there."""
     out = {}
-    for kind, filename in (("sd1", SD1_CHECKPOINT), ("sdxl", SDXL_CHECKPOINT)):
+    for kind, filename in CHECKPOINTS.items():
         path = Path(folder) / filename
         if not path.exists():
             build_checkpoint(kind, path, seed)
