@@ -57,8 +57,11 @@ def prepare_base_directory(base: Path, checkpoints: dict[str, Path], workflows: 
         target = ckpt_dir / path.name
         if not target.exists():
             target.symlink_to(path)
-    for sub in ("input", "output", "temp", "user", "models/multires_embeddings"):
+    for sub in ("input", "output", "temp", "user/default", "models/multires_embeddings"):
         (base / sub).mkdir(parents=True, exist_ok=True)
+    settings = base / "user" / "default" / "comfy.settings.json"
+    if not settings.exists():  # no first-run template browser over the canvas
+        settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
     return base
 
 

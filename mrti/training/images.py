@@ -1,0 +1,53 @@
+"""Bringing a batch of training images (ComfyUI's ``[B, H, W, C]`` floats in 0..1) to one square size."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import MrtiError
+
+
+def prepare_images(images: torch.Tensor | None, resolution: int, crop: str) -> torch.Tensor:
+    """``[B, resolution, resolution, 3]`` float32 on the CPU.
+
+    ``center crop`` scales the shorter side to ``resolution`` and cuts the middle square (no distortion);
+    ``stretch`` scales both sides to ``resolution`` (keeps everything, distorts non-square images).
+    """
+    if images is None:
+        raise MrtiError("images: no training images were given")
+    if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):
+        raise MrtiError(f"images: expected an IMAGE batch [count, height, width, channels], got "
+                        f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    count, height, width, channels = images.shape
+    if count == 0:
+        raise MrtiError("images: the image batch is empty; connect at least one training image")
+    if height == 0 or width == 0:
+        raise MrtiError(f"images: the images are {width}x{height} pixels; nothing to train on")
+    if channels not in (1, 3, 4):
+        raise MrtiError(f"images: expected 1, 3 or 4 channels, got {channels}")
+    pixels = images.detach().to("cpu", torch.float32)
+    if not torch.isfinite(pixels).all():
+        bad = sorted({int(i) for i in torch.nonzero(~torch.isfinite(pixels))[:, 0]})
+        raise MrtiError(f"images: image(s) {bad} contain NaN or infinite values")
+    if channels == 1:
+        pixels = pixels.expand(-1, -1, -1, 3)
+    pixels = pixels[..., :3].movedim(-1, 1)  # alpha is dropped: the VAE sees RGB
+    if crop == "stretch":
+        pixels = _resize(pixels, resolution, resolution)
+    elif crop == "center crop":
+        scale = resolution / min(height, width)
+        new_h, new_w = max(resolution, round(height * scale)), max(resolution, round(width * scale))
+        pixels = _resize(pixels, new_h, new_w)
+        top, left = (new_h - resolution) // 2, (new_w - resolution) // 2
+        pixels = pixels[:, :, top:top + resolution, left:left + resolution]
+    else:
+        raise MrtiError(f"crop {crop!r} is not one of 'center crop', 'stretch'")
+    return pixels.clamp(0.0, 1.0).movedim(1, -1).contiguous()
+
+
+def _resize(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    if pixels.shape[-2:] == (height, width):
+        return pixels
+    return F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False, antialias=True)

@@ -1,0 +1,135 @@
+"""Which diffusion timestep each training example uses, and the running estimate of g(t).
+
+g(t) is the expected norm of the gradient of an example's loss with respect to the concept vectors it
+used (the conditional-gradient paper's measure of how much the condition matters at timestep t). The
+trainer gets it for free from the backward pass and records it for every strategy; the adaptive
+strategy also samples from it.
+
+Adaptive sampling and its floor
+-------------------------------
+``p(t) = (1 - floor) * g(t) / sum(g) + floor * 1 / (N * |bucket(t)|)``
+
+a mixture of the g(t)-proportional distribution the paper samples from and a "bucket-uniform" one that
+picks one of the N buckets uniformly and then a timestep uniformly inside it. The second part alone
+gives every bucket probability ``floor / N``, so every one of the N embeddings keeps receiving examples
+however small its g(t) is, and every band inside a bucket keeps being measured, so an estimate that
+was low by chance can recover. Bands never measured yet count at the mean of the measured ones.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import MrtiError
+from ..schedule import NUM_TIMESTEPS, bucket_of
+
+BAND_WIDTH = 20
+NUM_BANDS = NUM_TIMESTEPS // BAND_WIDTH
+# Weight of a new measurement in a band's running estimate: g(t) drifts as the vectors train, so old
+# measurements are forgotten, over about ten visits to the band.
+EMA_RATE = 0.1
+
+
+def band_of(t: int) -> int:
+    return min(max(int(t), 0), NUM_TIMESTEPS - 1) // BAND_WIDTH
+
+
+class GradientBands:
+    """Per band of ``BAND_WIDTH`` timesteps: a running mean of the measured gradient norms."""
+
+    def __init__(self, rate: float = EMA_RATE) -> None:
+        self.rate = rate
+        self.estimate = [0.0] * NUM_BANDS
+        self.count = [0] * NUM_BANDS
+
+    def observe(self, t: int, value: float) -> None:
+        if not math.isfinite(value):
+            return
+        band = band_of(t)
+        if self.count[band] == 0:
+            self.estimate[band] = float(value)
+        else:
+            self.estimate[band] += self.rate * (float(value) - self.estimate[band])
+        self.count[band] += 1
+
+    def estimates(self) -> list[float | None]:
+        """The estimate per band, ``None`` where nothing was measured."""
+        return [est if n else None for est, n in zip(self.estimate, self.count)]
+
+    def filled(self) -> list[float]:
+        """Estimates with unmeasured bands set to the mean of the measured ones (1.0 if none is)."""
+        measured = [est for est, n in zip(self.estimate, self.count) if n]
+        fill = sum(measured) / len(measured) if measured else 1.0
+        return [est if n else fill for est, n in zip(self.estimate, self.count)]
+
+    def state_dict(self) -> dict:
+        return {"rate": self.rate, "estimate": list(self.estimate), "count": list(self.count)}
+
+    def load_state_dict(self, state: dict) -> None:
+        estimate, count = state.get("estimate"), state.get("count")
+        if not (isinstance(estimate, list) and isinstance(count, list)
+                and len(estimate) == NUM_BANDS and len(count) == NUM_BANDS):
+            raise MrtiError(f"gradient statistics must hold {NUM_BANDS} bands")
+        self.rate = float(state.get("rate", EMA_RATE))
+        self.estimate = [float(v) for v in estimate]
+        self.count = [int(v) for v in count]
+
+
+def adaptive_probabilities(bands: list[float], num_scales: int, floor: float) -> torch.Tensor:
+    """``p(t)`` over the 1000 timesteps (float64), as described in the module docstring."""
+    per_band = torch.tensor(bands, dtype=torch.float64).clamp_min(0.0)
+    g = per_band.repeat_interleave(BAND_WIDTH)
+    total = float(g.sum())
+    proportional = g / total if total > 0 else torch.full_like(g, 1.0 / NUM_TIMESTEPS)
+    buckets = torch.tensor([bucket_of(t, num_scales) for t in range(NUM_TIMESTEPS)])
+    sizes = torch.bincount(buckets, minlength=num_scales).to(torch.float64)
+    bucket_uniform = 1.0 / (num_scales * sizes[buckets])
+    return (1.0 - floor) * proportional + floor * bucket_uniform
+
+
+class TimestepSampler:
+    """Draws one integer timestep per call from the run's generator."""
+
+    kind = "uniform"
+
+    def sample(self, generator: torch.Generator) -> int:
+        return int(torch.randint(0, NUM_TIMESTEPS, (1,), generator=generator))
+
+
+class IntervalSampler(TimestepSampler):
+    kind = "interval"
+
+    def __init__(self, t_min: int, t_max: int) -> None:
+        if not 0 <= t_min <= t_max < NUM_TIMESTEPS:
+            raise MrtiError(f"timestep interval [{t_min}, {t_max}] must lie within [0, {NUM_TIMESTEPS - 1}]")
+        self.t_min, self.t_max = t_min, t_max
+
+    def sample(self, generator: torch.Generator) -> int:
+        return int(torch.randint(self.t_min, self.t_max + 1, (1,), generator=generator))
+
+
+class AdaptiveSampler(TimestepSampler):
+    kind = "adaptive"
+
+    def __init__(self, bands: GradientBands, num_scales: int, floor: float) -> None:
+        self.bands, self.num_scales, self.floor = bands, num_scales, floor
+
+    def probabilities(self) -> torch.Tensor:
+        return adaptive_probabilities(self.bands.filled(), self.num_scales, self.floor)
+
+    def sample(self, generator: torch.Generator) -> int:
+        cdf = torch.cumsum(self.probabilities(), 0)
+        u = torch.rand((), generator=generator, dtype=torch.float64) * cdf[-1]
+        return min(int(torch.searchsorted(cdf, u, right=True)), NUM_TIMESTEPS - 1)
+
+
+def make_sampler(kind: str, bands: GradientBands, num_scales: int, t_min: int = 0,
+                 t_max: int = NUM_TIMESTEPS - 1, floor: float = 0.25) -> TimestepSampler:
+    if kind == "uniform":
+        return TimestepSampler()
+    if kind == "interval":
+        return IntervalSampler(t_min, t_max)
+    if kind == "adaptive":
+        return AdaptiveSampler(bands, num_scales, floor)
+    raise MrtiError(f"timestep_sampling {kind!r} is not one of uniform, interval, adaptive")

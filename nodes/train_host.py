@@ -1,0 +1,193 @@
+"""The trainer's model side on the host: prompts with the concept's vectors through the host's CLIP,
+the denoising loss through the host's diffusion model and its model sampling.
+
+Prompts go through the host's tokenizer (on a copy, with an ``embedding:`` lookup for our slot) and
+``CLIP.encode_from_tokens``, so clip-skip, weights and chunking are the host's own; the diffusion model is
+called through ``BaseModel.apply_model`` (and the model's ``model_function_wrapper`` if it has one), with
+the conditioning the model's own ``extra_conds`` builds, so SDXL gets its pooled-output vector.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import torch
+
+import comfy.model_sampling
+import comfy.patcher_extension
+import comfy.sd1_clip
+
+from ..mrti.errors import MrtiError
+from ..mrti.training.loop import Example
+from ..mrti.training.templates import fill
+
+SLOT = "mrti_train_slot"
+
+
+def sub_tokenizers(clip) -> dict[str, tuple[str, comfy.sd1_clip.SDTokenizer]]:
+    """encoder key ("clip_l", "clip_g", ...) -> (attribute on clip.tokenizer, CLIP-style tokenizer)."""
+    found = {}
+    for attr, value in vars(clip.tokenizer).items():
+        if isinstance(value, comfy.sd1_clip.SDTokenizer):
+            found[value.embedding_key] = (attr, value)
+    if not found:
+        raise MrtiError(f"clip: this text encoder ({type(clip.tokenizer).__name__}) has no CLIP-style tokenizer; "
+                        "multires concepts can be trained for SD1.x, SD2.x and SDXL")
+    return found
+
+
+def encoder_widths(clip) -> dict[str, int]:
+    return {key: tok.embedding_size for key, (_, tok) in sub_tokenizers(clip).items()}
+
+
+def init_vectors(clip, word: str, vectors_per_token: int) -> dict[str, torch.Tensor]:
+    """The input embedding of ``word`` in every text encoder, as ``[V, width]`` (V identical rows)."""
+    out = {}
+    for key, (_, tokenizer) in sub_tokenizers(clip).items():
+        ids = tokenizer.tokenizer(word)["input_ids"]
+        inner = ids[tokenizer.tokens_start:-1] if tokenizer.tokenizer_adds_end_token else ids[tokenizer.tokens_start:]
+        if len(inner) != 1:
+            pieces = [tokenizer.inv_vocab.get(i, str(i)) for i in inner]
+            raise MrtiError(f"init_word {word!r} is {len(inner)} tokens for {key} ({' '.join(pieces)}); "
+                            "choose a word the tokenizer keeps whole, such as 'dog' or 'painting'")
+        encoder = getattr(clip.cond_stage_model, key, None)
+        if encoder is None or not hasattr(encoder, "transformer"):
+            raise MrtiError(f"clip: cannot find the {key} text encoder's input embeddings")
+        table = encoder.transformer.get_input_embeddings().weight
+        row = table[inner[0]].detach().to("cpu", torch.float32)
+        if row.shape[-1] != tokenizer.embedding_size:
+            raise MrtiError(f"clip: {key} embeddings are {row.shape[-1]} wide, its tokenizer expects "
+                            f"{tokenizer.embedding_size}")
+        out[key] = row.unsqueeze(0).repeat(vectors_per_token, 1).clone()
+    return out
+
+
+class PromptTokens:
+    """Each template tokenized once by the host, with marker vectors where the concept goes; per
+    example the markers are swapped for that example's vectors (the host keeps them as tensors)."""
+
+    def __init__(self, clip, templates: Sequence[str], vectors_per_token: int) -> None:
+        self.clip = clip
+        tokenizers = sub_tokenizers(clip)
+        markers = {key: torch.zeros(vectors_per_token, tok.embedding_size) for key, (_, tok) in tokenizers.items()}
+        tokenizer = copy.copy(clip.tokenizer)
+        for key, (attr, sub) in tokenizers.items():
+            clone = copy.copy(sub)
+            original = sub._try_get_embedding
+
+            def lookup(name: str, _key=key, _original=original):
+                words = name.split()
+                if words and words[0] == SLOT:
+                    return markers[_key], " ".join(words[1:])
+                return _original(name)
+
+            clone._try_get_embedding = lookup
+            if clone.embedding_directory is None:  # without one the host skips `embedding:` words
+                clone.embedding_directory = []
+            setattr(tokenizer, attr, clone)
+        encoder = clip.clone()
+        encoder.tokenizer = tokenizer
+        self.tokens = []
+        self.slots = []  # per template: [(section key, chunk, position, encoder key, vector index)]
+        for template in templates:
+            tokens = encoder.tokenize(fill(template, f" embedding:{SLOT} "))
+            slots = self._find_markers(tokens, markers)
+            for key in markers:
+                found = sorted(v for *_, k, v in slots if k == key)
+                if found != list(range(vectors_per_token)):
+                    raise MrtiError(f"template {template!r}: the concept did not fit into the {key} prompt "
+                                    "(is the template too long?)")
+            self.tokens.append(tokens)
+            self.slots.append(slots)
+
+    @staticmethod
+    def _find_markers(tokens: dict, markers: Mapping[str, torch.Tensor]):
+        starts = {marker.data_ptr(): key for key, marker in markers.items()}
+        found = []
+        for section, chunks in tokens.items():
+            for c, chunk in enumerate(chunks):
+                for p, entry in enumerate(chunk):
+                    token = entry[0]
+                    if not isinstance(token, torch.Tensor):
+                        continue
+                    for start, key in starts.items():
+                        marker = markers[key]
+                        offset = token.data_ptr() - start
+                        if 0 <= offset < marker.numel() * marker.element_size() and token.shape == marker.shape[1:]:
+                            found.append((section, c, p, key, offset // (marker.shape[1] * marker.element_size())))
+        return found
+
+    def tokens_for(self, template: int, vectors: Mapping[str, torch.Tensor]) -> dict:
+        tokens = {section: [list(chunk) for chunk in chunks] for section, chunks in self.tokens[template].items()}
+        for section, c, p, key, v in self.slots[template]:
+            tokens[section][c][p] = (vectors[key][v],) + tuple(tokens[section][c][p][1:])
+        return tokens
+
+
+def discrete_sigmas(model_patcher) -> torch.Tensor:
+    sampling = model_patcher.get_model_object("model_sampling")
+    if not isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete) or len(sampling.sigmas) != 1000:
+        raise MrtiError(f"model: its sampling ({type(sampling).__name__}) is not a 1000-step discrete schedule; "
+                        "the trainer supports SD1.x, SD2.x and SDXL models")
+    with torch.inference_mode(False):
+        return sampling.sigmas.detach().to("cpu", torch.float32).clone()
+
+
+def _cat_cross_attn(conds: list[torch.Tensor]) -> torch.Tensor:
+    # Prompts longer than one 77-token chunk are repeated to a common length, as the host's
+    # CONDCrossAttn.concat does; repeating the context leaves cross-attention unchanged.
+    longest = 1
+    for cond in conds:
+        longest = longest * cond.shape[1] // torch.gcd(torch.tensor(longest), torch.tensor(cond.shape[1])).item()
+    return torch.cat([c.repeat(1, longest // c.shape[1], 1) for c in conds])
+
+
+class HostObjective:
+    """``mrti.training.loop.Objective`` on the host's models; the loss is the model's own prediction
+    target (eps or v) because it is measured in the units of the model's raw output."""
+
+    def __init__(self, model_patcher, clip, latents: torch.Tensor, prompts: PromptTokens, pixel_size: int) -> None:
+        self.patcher, self.clip, self.prompts = model_patcher, clip, prompts
+        self.base = model_patcher.model
+        self.latents = latents  # model-space latents (process_latent_in applied), on the CPU
+        self.sigmas = discrete_sigmas(model_patcher)
+        self.pixel_size = pixel_size
+        self.device = model_patcher.load_device
+
+    def losses(self, examples: Sequence[Example], vectors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
+        conds, pooled = [], []
+        for example, vecs in zip(examples, vectors):
+            out = self.clip.encode_from_tokens(self.prompts.tokens_for(example.template, vecs),
+                                               return_pooled=True, return_dict=True)
+            conds.append(out["cond"])
+            pooled.append(out.get("pooled_output"))
+        device = self.device
+        x0 = self.latents[[ex.image for ex in examples]].to(device)
+        noise = torch.stack([torch.randn(self.latents.shape[1:], generator=torch.Generator().manual_seed(ex.noise_seed))
+                             for ex in examples]).to(device)
+        sigma = self.sigmas[[ex.timestep for ex in examples]].to(device)
+        sampling = self.base.model_sampling
+        x = sampling.noise_scaling(sigma, noise, x0)
+        params = {"device": device, "noise": x, "latent_image": x0, "cross_attn": _cat_cross_attn(conds).to(device),
+                  "width": self.pixel_size, "height": self.pixel_size, "prompt_type": "positive"}
+        if all(p is not None for p in pooled):
+            params["pooled_output"] = torch.cat(pooled).to(device)
+        model_conds = {key: cond.cond for key, cond in self.base.extra_conds(**params).items()}
+        denoised = self._apply(x, sigma, model_conds, len(examples))
+        # calculate_denoised is affine in the raw output: denoised = a(x, sigma) + b(sigma) * output, and
+        # the true x0 corresponds to the target output, so (denoised - x0) / b = output - target.
+        ones = torch.ones((len(examples), 1, 1, 1), device=device)
+        b = sampling.calculate_denoised(sigma, ones, torch.zeros_like(ones))
+        error = (denoised.float() - x0.float()) / b
+        return error.pow(2).flatten(1).mean(1).cpu()
+
+    def _apply(self, x, sigma, model_conds, batch) -> torch.Tensor:
+        options = self.patcher.model_options
+        transformer_options = comfy.patcher_extension.merge_nested_dicts(
+            {}, options.get("transformer_options", {}), copy_dict1=False)
+        transformer_options.update({"cond_or_uncond": [0] * batch, "sigmas": sigma, "uuids": [None] * batch})
+        c = {**model_conds, "transformer_options": transformer_options}
+        if "model_function_wrapper" in options:
+            return options["model_function_wrapper"](self.base.apply_model, {
+                "input": x, "timestep": sigma, "c": c, "cond_or_uncond": [0] * batch})
+        return self.base.apply_model(x, sigma, **c)
