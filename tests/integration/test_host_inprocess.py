@@ -51,3 +51,33 @@ def test_loader_chains_concepts(host_package, concept_folder):
         loader.execute(concept="missing.safetensors", name="")
     with pytest.raises(ValueError, match="\\.\\./"):
         loader.execute(concept="../../secrets.safetensors", name="")
+
+
+def test_extra_model_paths_folder_is_listed(host_package, tmp_path):
+    """A `multires_embeddings:` entry of extra_model_paths.yaml adds a folder through folder_paths."""
+    import importlib.util
+
+    import folder_paths
+
+    from harness import comfy_runtime
+
+    # By file: another top-level `utils` module may shadow the host's package of that name.
+    spec = importlib.util.spec_from_file_location(
+        "host_extra_config", comfy_runtime.comfyui_path() / "utils" / "extra_config.py")
+    extra_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extra_config)
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    save_concept(random_concept("faraway", ModelFamily.SD1, num_scales=3, seed=4), other / "faraway.safetensors")
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text(f"mine:\n    base_path: {tmp_path}\n    multires_embeddings: elsewhere\n")
+    before = folder_paths.get_folder_paths("multires_embeddings")
+    try:
+        extra_config.load_extra_path_config(str(yaml_file))
+        assert "faraway.safetensors" in host_package.nodes.model_folders.list_entries()
+        loader = host_package.nodes.loader.MultiResEmbeddingLoader
+        assert loader.execute(concept="faraway.safetensors", name="").result[0]["faraway"].num_scales == 3
+    finally:
+        paths, extensions = folder_paths.folder_names_and_paths["multires_embeddings"]
+        folder_paths.folder_names_and_paths["multires_embeddings"] = (before, extensions)

@@ -69,3 +69,18 @@ def test_bucket_edge_step_uses_exactly_one_state(loaded, scheduler_node):
     calls, _ = run_ksampler(model, positive, negative, "euler", "normal", 7, 1.0)
     assert 500 in [t for t, _ in calls]
     assert_exact(calls, StockReference(clip, originals, "sd1"), "a photo of {}", [("jane", "semi", "4")])
+
+
+def test_every_stock_scheduler(loaded, scheduler_node):
+    import comfy.samplers
+    import nodes
+
+    model, clip, concepts, originals = loaded["sd1"]
+    template, tags = "a photo of {} and {}", [("jane", "semi", "2"), ("bob", "fully", "0.55")]
+    positive = scheduler_node(clip, concepts, template.format(*(tag(*t) for t in tags)))
+    negative = nodes.CLIPTextEncode().encode(clip, "")[0]
+    reference = StockReference(clip, originals, "sd1")
+    assert len(comfy.samplers.SCHEDULER_NAMES) >= 8
+    for scheduler in comfy.samplers.SCHEDULER_NAMES:
+        calls, _ = run_ksampler(model, positive, negative, "euler", scheduler, 9, 1.0)
+        assert len(assert_exact(calls, reference, template, tags)) > 1, scheduler
