@@ -25,13 +25,13 @@ def main() -> int:
     base = prepare_base_directory(opts.base, checkpoints)
     write_demo_concepts(base / "models" / "multires_embeddings")
 
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # delivered to sigwait below, not as exceptions
     server = ComfyServer(base, port=opts.port)
     server.start()
     print(f"ComfyUI is running at {server.url} (log: {server.log_path}); Ctrl-C stops it.", flush=True)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    except KeyboardInterrupt:
-        pass
+        signal.sigwait(stop_signals)
     finally:
         server.stop()
     return 0
