@@ -13,6 +13,10 @@ from harness.demo_concepts import write_demo_concepts  # noqa: E402
 from harness.server import ComfyServer, prepare_base_directory  # noqa: E402
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8188)
@@ -25,13 +29,14 @@ def main() -> int:
     base = prepare_base_directory(opts.base, checkpoints)
     write_demo_concepts(base / "models" / "multires_embeddings")
 
-    stop_signals = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # delivered to sigwait below, not as exceptions
     server = ComfyServer(base, port=opts.port)
     server.start()
     print(f"ComfyUI is running at {server.url} (log: {server.log_path}); Ctrl-C stops it.", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the server on `kill` as on Ctrl-C
     try:
-        signal.sigwait(stop_signals)
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
     finally:
         server.stop()
     return 0
