@@ -112,6 +112,15 @@ def _scale_token_ids(path: Path) -> tuple[str, list[int]]:
     return placeholder, ids
 
 
+def reference_num_scales(path: str | PathLike[str]) -> int:
+    """N of a reference folder, read from its tokenizer file alone (no weights are opened)."""
+    folder = Path(path)
+    tokenizer = _first_existing(folder / "tokenizer", _TOKENIZER_FILES)
+    if tokenizer is None:
+        raise ConceptFileError(folder, "no tokenizer/added_tokens.json or tokenizer/tokenizer.json")
+    return len(_scale_token_ids(tokenizer)[1])
+
+
 def _rows_from_safetensors(path: Path, ids: list[int]) -> torch.Tensor:
     try:
         with safe_open(str(path), framework="pt") as handle:

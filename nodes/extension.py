@@ -3,18 +3,23 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import model_folders
+from . import model_folders, routes
 from .loader import MultiResEmbeddingLoader
 from .scheduler import TimestepConditioningScheduler
+from .trainer import MultiResEmbeddingTrainer
 
 
 class MultiResExtension(ComfyExtension):
-    async def on_load(self) -> None:
-        model_folders.register()
-
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [MultiResEmbeddingLoader, TimestepConditioningScheduler]
+        return [MultiResEmbeddingLoader, TimestepConditioningScheduler, MultiResEmbeddingTrainer]
 
 
 async def comfy_entrypoint() -> ComfyExtension:
+    # Setup happens here: this host version calls the entry point while loading, but never `on_load`.
+    model_folders.register()
+    from server import PromptServer
+
+    prompt_server = getattr(PromptServer, "instance", None)  # absent when the host runs without a server
+    if prompt_server is not None:
+        routes.register(prompt_server.routes)
     return MultiResExtension()
