@@ -39,3 +39,17 @@ def multires_txt2img(checkpoint: str, concepts: list[tuple[str, str]], text: str
         inputs["concepts"] = [previous, 0]
     graph["pos"] = {"class_type": "TimestepConditioningScheduler", "inputs": inputs}
     return graph
+
+
+def resolution_grid(checkpoint: str, concept: tuple[str, str], text: str, modes: str, resolutions: str,
+                    **kwargs) -> dict:
+    """txt2img whose positive prompt is a list from MultiResGridPrompts, tiled by MultiResGridImage."""
+    graph = txt2img(checkpoint, **kwargs)
+    graph["load0"] = {"class_type": "MultiResEmbeddingLoader", "inputs": {"concept": concept[0], "name": concept[1]}}
+    graph["pos"] = {"class_type": "MultiResGridPrompts", "inputs": {
+        "clip": ["ckpt", 1], "concepts": ["load0", 0], "text": text, "modes": modes, "resolutions": resolutions,
+        "interpolate": False}}
+    graph["grid"] = {"class_type": "MultiResGridImage", "inputs": {
+        "images": ["decode", 0], "grid": ["pos", 1], "label_size": 14}}
+    graph["save"]["inputs"]["images"] = ["grid", 0]
+    return graph
