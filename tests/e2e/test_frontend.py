@@ -1,0 +1,123 @@
+"""The real frontend in headless Chromium against the real server: example workflows load and run, the
+schedule strip is drawn and follows the mode, and the prompt box completes concept tags."""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.browser import Browser, open_comfyui
+from harness.demo_concepts import write_demo_concepts
+from harness.workflow_assets import TINY
+
+WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    write_demo_concepts(server.base / "models" / "multires_embeddings")
+    with Browser(width=1500, height=900) as browser:
+        open_comfyui(browser, server.url)
+        yield browser
+
+
+def load(page, workflow: dict) -> None:
+    page.evaluate(f"app.loadGraphData({json.dumps(workflow)})")
+    page.wait_for("app.graph._nodes.length > 0")
+
+
+def test_every_workflow_has_a_thumbnail():
+    assert WORKFLOWS
+    for path in WORKFLOWS:
+        assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_loads_and_runs(server, client, page, path):
+    templates = client.get("/workflow_templates")
+    assert path.stem in next(iter(templates.values())), "the server does not offer it as a template"
+    load(page, json.loads(path.read_text()))
+    problems = page.evaluate("""(() => {
+        const missing = app.graph._nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type);
+        const broken = Object.values(app.graph.links ?? {}).filter(l => l &&
+            (!app.graph.getNodeById(l.origin_id) || !app.graph.getNodeById(l.target_id))).map(l => l.id);
+        return {missing, broken};
+    })()""")
+    assert problems == {"missing": [], "broken": []}
+    # As a user would: pick the installed model, and keep the run small for a CPU.
+    page.evaluate(f"""(() => {{
+        const tiny = {json.dumps(TINY)};
+        for (const node of app.graph._nodes) for (const w of node.widgets ?? []) {{
+            if (w.name === 'ckpt_name' && tiny[w.value]) w.value = tiny[w.value];
+            if ((w.name === 'width' || w.name === 'height') && node.type === 'EmptyLatentImage') w.value = 64;
+            if (w.name === 'steps') w.value = 3;
+        }}
+    }})()""")
+    before = set(client.get("/history"))
+    page.evaluate("app.queuePrompt(0, 1)")
+    deadline = time.monotonic() + 300
+    new = set()
+    while time.monotonic() < deadline and not new:
+        new = set(client.get("/history")) - before
+        time.sleep(0.2)
+    assert new, "queueing from the UI reached no history entry"
+    result = client.wait(new.pop())
+    assert result.ok, result.error_message()
+    images = result.images()
+    assert images and all((server.base / "output" / i["subfolder"] / i["filename"]).is_file() for i in images)
+
+
+def strip_pixels(page, mode: str) -> np.ndarray:
+    """The schedule strip of the prompt node, cut out of a screenshot, with `mode` selected."""
+    rect = page.evaluate(f"""(() => {{
+        const node = app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler');
+        node.widgets.find(w => w.name === 'text').value = 'a photo of <demo>';
+        node.widgets.find(w => w.name === 'resolution').value = '3';
+        node.widgets.find(w => w.name === 'mode').value = {json.dumps(mode)};
+        app.canvas.ds.scale = 1; app.canvas.ds.offset = [200 - node.pos[0], 120 - node.pos[1]];
+        app.canvas.setDirty(true, true); app.canvas.draw(true, true);
+        const strip = node.widgets.find(w => w.name === 'mrti_schedule');
+        const box = app.canvas.canvas.getBoundingClientRect();
+        const [x, y] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] + strip.last_y]);
+        return {{x: box.left + x, y: box.top + y, w: node.size[0], h: strip.computedHeight}};
+    }})()""")
+    time.sleep(0.5)
+    shot = Image.open(io.BytesIO(page.screenshot_bytes()))
+    box = (int(rect["x"]), int(rect["y"]), int(rect["x"] + rect["w"]), int(rect["y"] + rect["h"]))
+    return np.asarray(shot.convert("RGB").crop(box)).astype(int)
+
+
+def test_schedule_strip_follows_the_mode(page):
+    load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))
+    fully, semi = strip_pixels(page, "fully"), strip_pixels(page, "semi")
+    assert fully.shape == semi.shape and fully.shape[0] > 10
+    assert np.abs(fully - semi).sum(axis=2).astype(bool).mean() > 0.05, "the strip did not change with the mode"
+    # The clean end (right) of the bar: semi shows the dark zero vector, fully the coloured e_3.
+    clean_end = (slice(fully.shape[0] // 2, None), slice(-60, -25))
+    saturation = lambda px: (px.max(axis=2) - px.min(axis=2)).mean()  # noqa: E731
+    assert saturation(fully[clean_end]) > 60 and saturation(semi[clean_end]) < 20
+
+
+def test_prompt_box_completes_concept_tags(page):
+    load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))
+    page.evaluate("""(() => {
+        const node = app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler');
+        const el = node.widgets.find(w => w.name === 'text').inputEl;
+        el.focus(); el.value = 'a painting of <de'; el.setSelectionRange(el.value.length, el.value.length);
+        el.dispatchEvent(new Event('input', {bubbles: true}));
+    })()""")
+    items = page.wait_for("document.querySelector('.mrti-completion')?.innerText", timeout=10)
+    assert "<demo[0]>" in items and "<demo(0)>" in items and "<demo|0|>" in items
+    value = page.evaluate("""(() => {
+        const node = app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler');
+        const el = node.widgets.find(w => w.name === 'text').inputEl;
+        el.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown', bubbles: true}));
+        el.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
+        return [el.value, node.widgets.find(w => w.name === 'text').value];
+    })()""")
+    assert value == ["a painting of <demo(0)>", "a painting of <demo(0)>"]
