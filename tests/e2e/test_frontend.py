@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import comfy_runtime
 from harness.browser import Browser, open_comfyui
 from harness.demo_concepts import write_demo_concepts
 from harness.workflow_assets import TINY
 
+SCREENSHOTS = comfy_runtime.cache_dir() / "screenshots"
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 
 
@@ -88,6 +90,9 @@ def strip_pixels(page, mode: str) -> np.ndarray:
     }})()""")
     time.sleep(0.5)
     shot = Image.open(io.BytesIO(page.screenshot_bytes()))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # the README's pictures come from these
+    shot.crop((int(rect["x"]) - 20, int(rect["y"]) - 250, int(rect["x"] + rect["w"]) + 20,
+               int(rect["y"] + rect["h"]) + 20)).save(SCREENSHOTS / f"schedule_strip_{mode}.png")
     box = (int(rect["x"]), int(rect["y"]), int(rect["x"] + rect["w"]), int(rect["y"] + rect["h"]))
     return np.asarray(shot.convert("RGB").crop(box)).astype(int)
 
