@@ -54,6 +54,10 @@ _OPENERS = {"|": (Mode.FIXED, "|"), "(": (Mode.SEMI, ")"), "[": (Mode.FULLY, "]"
 _INTEGER_RE = re.compile(r"[0-9]+")
 _DECIMAL_RE = re.compile(r"[0-9]+\.[0-9]*|\.[0-9]+")
 _MAX_NUMBER_LENGTH = 32
+# ComfyUI's weight parser recurses once per '(' level, and a text encoder reads 77 tokens a chunk: past
+# these limits a prompt is a mistake or an attack, and the error should say so before the host fails.
+MAX_PROMPT_LENGTH = 32_768
+MAX_NESTING = 32
 _MAX_QUOTED_LENGTH = 60
 
 
@@ -169,8 +173,29 @@ def _scan_tag(text: str, start: int) -> ConceptTag:
     return ConceptTag(name, mode, resolution, text[start:pos + 1], start, pos + 1)
 
 
+def check_prompt_size(text: str) -> None:
+    """Refuse prompts longer than MAX_PROMPT_LENGTH or nesting '(' deeper than MAX_NESTING."""
+    if len(text) > MAX_PROMPT_LENGTH:
+        raise MrtiError(f"the prompt is {len(text)} characters long; the limit is {MAX_PROMPT_LENGTH}")
+    depth = 0
+    escaped = False
+    for position, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "(":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise PromptSyntaxError(text[max(0, position - 20):position + 1], position,
+                                        f"parentheses nest more than {MAX_NESTING} deep")
+        elif char == ")":
+            depth = max(0, depth - 1)
+
+
 def parse_prompt(text: str) -> ParsedPrompt:
     """Split ``text`` into plain-text segments and concept tags (syntax only, no concept lookup)."""
+    check_prompt_size(text)
     segments: list[str | ConceptTag] = []
     plain: list[str] = []
     chunk_start = 0

@@ -42,6 +42,12 @@ def concept_vectors(concept: Concept, encoders: Mapping[str, comfy.sd1_clip.SDTo
     """The concept's [N, V, width] tensor for each of the model's encoders, checked against its width."""
     out = {}
     source = concept.source or "no file"
+    extra = sorted(set(concept.embeddings) - set(encoders))
+    if extra:  # e.g. an SDXL concept on SD1.5: its clip_l half was trained for another UNet
+        have = " + ".join(f"{k} (width {w})" for k, w in concept.widths.items())
+        want = " + ".join(f"{k} (width {t.embedding_size})" for k, t in encoders.items())
+        raise MrtiError(f"concept {concept.name!r} ({source}) was trained for {concept.info.base_family.value}: "
+                        f"{have}; this model's text encoders are {want}")
     for key, tokenizer in encoders.items():
         tensor = concept.embeddings.get(key)
         if tensor is None:

@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 from harness import graphs
-from harness.concept_files import (write_code_carrying_reference, write_corrupt, write_reference_folder,
-                                   write_truncated)
+import torch
+
+from harness.concept_files import (write_code_carrying_reference, write_corrupt, write_raw_concept,
+                                   write_reference_folder, write_truncated)
 from harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
@@ -33,6 +35,14 @@ def concept_dir(server):
     write_truncated(folder / "truncated.safetensors")
     write_corrupt(folder / "corrupt.safetensors")
     write_code_carrying_reference(folder / "evil", server.base / "PWNED")
+    nan = torch.zeros(10, 1, 768)
+    nan[3, 0, 5] = float("nan")
+    write_raw_concept(folder / "nan.safetensors", nan)
+    inf = torch.zeros(10, 1, 768)
+    inf[0, 0, 0] = float("inf")
+    write_raw_concept(folder / "inf.safetensors", inf)
+    write_raw_concept(folder / "none.safetensors", torch.zeros(0, 1, 768))
+    write_raw_concept(folder / "absurd.safetensors", torch.zeros(5000, 1, 768))
     return folder
 
 
@@ -138,6 +148,18 @@ BAD = [
     ("corrupt file", sd1([("corrupt.safetensors", "")], "a photo of <corrupt(2)>"), ["corrupt.safetensors"]),
     ("code-carrying pickle", sd1([("evil/", "")], "a photo of <evil(1)>"), ["pytorch_model.bin"]),
     ("missing file", sd1([("gone.safetensors", "")], "a photo of <gone(1)>"), ["gone.safetensors"]),
+    ("sdxl concept on sd1", sd1([("jane_xl.safetensors", "jane")], "a photo of <jane(2)>"),
+     ["jane_xl.safetensors", "clip_g", "sdxl"]),
+    ("NaN values", sd1([("nan.safetensors", "")], "a photo of <nan(2)>"), ["nan.safetensors", "non-finite"]),
+    ("Inf values", sd1([("inf.safetensors", "")], "a photo of <inf(2)>"), ["inf.safetensors", "non-finite"]),
+    ("N = 0", sd1([("none.safetensors", "")], "a photo of <none(0)>"), ["none.safetensors", "0"]),
+    ("absurd N", sd1([("absurd.safetensors", "")], "a photo of <absurd(0)>"), ["absurd.safetensors", "5000"]),
+    ("negative index", sd1(JANE, "a photo of <jane(-1)>"), ["<jane("]),
+    ("deeply nested", sd1(JANE, "(" * 500 + "a <jane(3)>" + ")" * 500), ["nest more than"]),
+    ("100 kB prompt", sd1(JANE, "a photo of <jane(3)> " + "very " * 20_000), ["100021 characters"]),
+    ("name with ../", sd1([("jane.safetensors", "../jane")], "a photo of <jane(2)>"), ["../jane"]),
+    ("name with NUL", sd1([("jane.safetensors", "ja\x00ne")], "a photo of <jane(2)>"), ["ja\\x00ne"]),
+    ("absolute entry", sd1([("/etc/passwd", "")], "a photo of <passwd(2)>"), ["/etc/passwd"]),
 ]
 
 

@@ -52,3 +52,16 @@ def write_truncated(path: Path, name: str = "cut") -> Path:
 def write_corrupt(path: Path) -> Path:
     path.write_bytes(b"\x00\x01this is not a safetensors file" * 10)
     return path
+
+
+def write_raw_concept(path: Path, table: torch.Tensor, key: str = "clip_l", family: str = "sd1") -> Path:
+    """Our format around any [N, V, W] tensor, bypassing the checks a Concept makes (NaN, absurd N …)."""
+    from safetensors.torch import save_file
+
+    from mrti.concept_file import FORMAT_VERSION
+
+    metadata = {"mrti.format_version": str(FORMAT_VERSION), "mrti.name": path.stem,
+                "mrti.num_scales": str(table.shape[0]), "mrti.vectors_per_token": str(table.shape[1]),
+                "mrti.base_family": family, "mrti.init_word": "", "mrti.training": "{}"}
+    save_file({key: table.contiguous()}, str(path), metadata=metadata)
+    return path

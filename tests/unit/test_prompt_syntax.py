@@ -112,7 +112,7 @@ def test_invalid_prompts(prompt, token, position):
 
 
 def test_long_prompt_is_linear():
-    text = ("word " * 20_000) + "<jane(3)>" + (" x < y" * 20_000)
+    text = ("word " * 3_000) + "<jane(3)>" + (" x < y" * 2_500)  # close to MAX_PROMPT_LENGTH
     parsed = parse_prompt(text)
     assert len(parsed.tags) == 1 and "".join(s if isinstance(s, str) else s.text for s in parsed.segments) == text
 
@@ -187,3 +187,15 @@ def test_resolve_out_of_range(prompt, default, fragments):
 def test_resolve_accepts_range_edges():
     resolved = resolve_tags(parse_prompt("<jane(9)><bob[0]><jane|1.0|><bob(0.0)>"), KNOWN, Mode.SEMI, B(0))
     assert len(resolved) == 4
+
+
+def test_prompt_size_limits():
+    from mrti.prompt_syntax import MAX_NESTING, MAX_PROMPT_LENGTH
+
+    parse_prompt("(" * (MAX_NESTING - 1) + "a <jane(3)>" + ")" * (MAX_NESTING - 1))  # the tag nests once more
+    parse_prompt("\\(" * 100 + "<jane>")  # escaped parentheses do not nest
+    with pytest.raises(PromptSyntaxError, match="nest more than"):
+        parse_prompt("(" * (MAX_NESTING + 1) + "a" + ")" * (MAX_NESTING + 1))
+    parse_prompt("a" * MAX_PROMPT_LENGTH)
+    with pytest.raises(MrtiError, match=f"{MAX_PROMPT_LENGTH + 1} characters"):
+        parse_prompt("a" * (MAX_PROMPT_LENGTH + 1))
