@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from . import model_folders, routes
+from .grid import MultiResGridImage, MultiResGridPrompts
 from .loader import MultiResEmbeddingLoader
 from .scheduler import TimestepConditioningScheduler
 from .trainer import MultiResEmbeddingTrainer
@@ -11,7 +12,8 @@ from .trainer import MultiResEmbeddingTrainer
 
 class MultiResExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [MultiResEmbeddingLoader, TimestepConditioningScheduler, MultiResEmbeddingTrainer]
+        return [MultiResEmbeddingLoader, TimestepConditioningScheduler, MultiResEmbeddingTrainer,
+                MultiResGridPrompts, MultiResGridImage]
 
 
 async def comfy_entrypoint() -> ComfyExtension:

@@ -9,6 +9,7 @@ the conditioning the model's own ``extra_conds`` builds, so SDXL gets its pooled
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -136,9 +137,7 @@ def discrete_sigmas(model_patcher) -> torch.Tensor:
 def _cat_cross_attn(conds: list[torch.Tensor]) -> torch.Tensor:
     # Prompts longer than one 77-token chunk are repeated to a common length, as the host's
     # CONDCrossAttn.concat does; repeating the context leaves cross-attention unchanged.
-    longest = 1
-    for cond in conds:
-        longest = longest * cond.shape[1] // torch.gcd(torch.tensor(longest), torch.tensor(cond.shape[1])).item()
+    longest = math.lcm(*(cond.shape[1] for cond in conds))
     return torch.cat([c.repeat(1, longest // c.shape[1], 1) for c in conds])
 
 

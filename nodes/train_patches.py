@@ -92,7 +92,7 @@ def make_autograd_safe(module: torch.nn.Module) -> int:
         for sub in module.modules():
             for name, param in list(sub._parameters.items()):
                 if param is not None and param.is_inference():
-                    sub._parameters[name] = torch.nn.Parameter(param.clone(), requires_grad=False)
+                    sub._parameters[name] = torch.nn.Parameter(param.clone(), requires_grad=param.requires_grad)
                     replaced += 1
             for name, buffer in list(sub._buffers.items()):
                 if buffer is not None and buffer.is_inference():
@@ -101,3 +101,21 @@ def make_autograd_safe(module: torch.nn.Module) -> int:
     if replaced:
         log.debug("replaced %d inference-mode tensors of %s", replaced, type(module).__name__)
     return replaced
+
+
+@contextlib.contextmanager
+def frozen(*modules: torch.nn.Module):
+    """No weight of these modules requires a gradient for the duration of the block.
+
+    The host creates its layers' parameters with ``requires_grad=True``; left so, every backward pass would
+    also compute, and store in ``.grad``, a gradient for every frozen weight: wasted time and as much
+    memory again as the model. The flags are put back afterwards.
+    """
+    flags = [(param, param.requires_grad) for module in modules for param in module.parameters()]
+    try:
+        for param, _ in flags:
+            param.requires_grad_(False)
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)

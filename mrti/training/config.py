@@ -130,7 +130,7 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
     """Multiplier of the base rate for optimisation step ``step`` (0-based) of ``total``.
 
     A linear warm-up over ``warmup`` steps comes first for every schedule; cosine and linear then decay
-    to zero at the last step.
+    towards zero, which they would reach one step after the last.
     """
     factor = 1.0
     if warmup > 0 and step < warmup:

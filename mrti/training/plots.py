@@ -97,7 +97,8 @@ def gradient_image(estimates: Sequence[float | None], num_scales: int, title: st
         if value is None:
             continue
         left, right = x(band * BAND_WIDTH) + 1, x((band + 1) * BAND_WIDTH) - 1
-        draw.rectangle([left, _y(value, 0.0, high), right, HEIGHT - BOTTOM - 1], fill=BAR)
+        bottom = HEIGHT - BOTTOM - 1
+        draw.rectangle([left, min(_y(value, 0.0, high), bottom), right, bottom], fill=BAR)
     for bucket in range(1, num_scales):
         edge = x(math.ceil(bucket * NUM_TIMESTEPS / num_scales))
         draw.line([(edge, TOP), (edge, HEIGHT - BOTTOM)], fill=EDGE)

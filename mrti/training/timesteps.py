@@ -18,6 +18,7 @@ was low by chance can recover. Bands never measured yet count at the mean of the
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -82,10 +83,15 @@ def adaptive_probabilities(bands: list[float], num_scales: int, floor: float) ->
     g = per_band.repeat_interleave(BAND_WIDTH)
     total = float(g.sum())
     proportional = g / total if total > 0 else torch.full_like(g, 1.0 / NUM_TIMESTEPS)
+    return (1.0 - floor) * proportional + floor * _bucket_uniform(num_scales)
+
+
+@lru_cache(maxsize=64)
+def _bucket_uniform(num_scales: int) -> torch.Tensor:
+    """Pick one of the N buckets uniformly, then a timestep uniformly inside it."""
     buckets = torch.tensor([bucket_of(t, num_scales) for t in range(NUM_TIMESTEPS)])
     sizes = torch.bincount(buckets, minlength=num_scales).to(torch.float64)
-    bucket_uniform = 1.0 / (num_scales * sizes[buckets])
-    return (1.0 - floor) * proportional + floor * bucket_uniform
+    return 1.0 / (num_scales * sizes[buckets])
 
 
 class TimestepSampler:

@@ -29,6 +29,9 @@ def boot(base: Path) -> Path:
     args.cpu = True
     args.base_directory = str(base)
     import folder_paths  # noqa: F401  (reads args.base_directory on import)
+    # As the host's main.py does: its `utils` package must be imported before `nodes` puts comfy/ (which
+    # holds a utils.py) at the front of sys.path, or a later `import server` fails.
+    import utils.extra_config  # noqa: F401
 
     tiny_models.register()
     _booted = base

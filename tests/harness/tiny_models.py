@@ -57,6 +57,16 @@ SD2_CHECKPOINT = "tiny_sd2v.safetensors"  # v-prediction, like SD2.x 768-v
 SDXL_CHECKPOINT = "tiny_sdxl.safetensors"
 CHECKPOINTS = {"sd1": SD1_CHECKPOINT, "sd2": SD2_CHECKPOINT, "sdxl": SDXL_CHECKPOINT}
 
+# Not tiny: the full SD1.5 architecture (UNet, 12-layer CLIP-L, VAE) with seeded random weights, for
+# benchmarks that need real sizes (bench/train_throughput.py). Recognised by the stock SD15 config.
+FULL_SD1_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+                 "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+                 "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+                 "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
+                 "context_dim": 768, "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                 "use_temporal_attention": False, "use_temporal_resblock": False}
+FULL_SD1_CHECKPOINT = "full_sd15_random.safetensors"
+
 
 def _model_configs():
     """The tiny configs, built lazily because they subclass the host's classes."""
@@ -156,13 +166,15 @@ def _vae_state_dict(seed: int) -> dict[str, torch.Tensor]:
 
 
 def build_checkpoint(kind: str, path: Path, seed: int = 0) -> Path:
-    """Write a tiny checkpoint of `kind` ("sd1", "sd2" or "sdxl") to `path` through the host's own saving code."""
+    """Write a tiny checkpoint of `kind` ("sd1", "sd2" or "sdxl"; "sd1_full": full-size SD1.5) to `path`
+    through the host's own saving code."""
     import comfy.sd
+    import comfy.supported_models as sm
     import comfy.utils
 
     tiny_sd1, tiny_sd2, tiny_sdxl = register()
     config_class, unet = {"sd1": (tiny_sd1, SD1_UNET), "sd2": (tiny_sd2, SD2_UNET),
-                          "sdxl": (tiny_sdxl, SDXL_UNET)}[kind]
+                          "sdxl": (tiny_sdxl, SDXL_UNET), "sd1_full": (sm.SD15, FULL_SD1_UNET)}[kind]
     model_config = config_class(dict(unet))
     model = model_config.get_model({"v_pred": torch.tensor([])} if kind == "sd2" else {})
     _seeded_init(model.diffusion_model, seed)
@@ -207,3 +219,11 @@ def ensure_checkpoints(folder: Path, seed: int = 0) -> dict[str, Path]:
             build_checkpoint(kind, path, seed)
         out[kind] = path
     return out
+
+
+def ensure_full_sd1_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """Build the full-size random SD1.5 checkpoint (about 2 GB in fp16) into `folder` unless it is there."""
+    path = Path(folder) / FULL_SD1_CHECKPOINT
+    if not path.exists():
+        build_checkpoint("sd1_full", path, seed)
+    return path

@@ -1,0 +1,177 @@
+"""One training run on the host: checks, latents, models, the loop with progress/cancel/checkpoints, and
+the saved concept. ``MultiResEmbeddingTrainer`` is a thin node around ``run_training``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+
+from ..mrti.concept import Concept, ConceptInfo, family_for_widths
+from ..mrti.concept_file import FORMAT_VERSION, load_concept, save_concept
+from ..mrti.errors import ConceptFileExistsError, MrtiError
+from ..mrti.training.checkpoint import read_checkpoint, restore_state, save_checkpoint
+from ..mrti.training.config import TRAJECTORY_KEYS, TrainingConfig
+from ..mrti.training.images import prepare_images
+from ..mrti.training.loop import LoopHooks, StepReport, TrainingLoop, TrainingState, new_state
+from ..mrti.training.plots import gradient_image, loss_curve_image
+from . import train_files
+from .train_host import HostObjective, PromptTokens, encoder_widths, init_vectors
+from .train_patches import frozen, gradient_checkpointing, make_autograd_safe, out_of_place_clip
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVENT = "mrti.train.progress"
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainResult:
+    concept: Concept
+    path: Path | None
+    state: TrainingState
+    loss_image: torch.Tensor
+    gradient_image: torch.Tensor
+    step_seconds: list[float] = field(default_factory=list)
+
+
+def _check_widths(source: str, embeddings: dict[str, torch.Tensor], widths: dict[str, int], config) -> None:
+    have = {key: int(t.shape[-1]) for key, t in embeddings.items()}
+    if have != widths:
+        raise MrtiError(f"resume_from {source}: its vectors are for text encoders "
+                        f"{', '.join(f'{k} ({w})' for k, w in have.items())}, but this model's are "
+                        f"{', '.join(f'{k} ({w})' for k, w in widths.items())}: a width mismatch (another model family?)")
+    shape = tuple(next(iter(embeddings.values())).shape[:2])
+    if shape != (config.num_scales, config.vectors_per_token):
+        raise MrtiError(f"resume_from {source}: it has {shape[0]} scales x {shape[1]} vectors per token, this run "
+                        f"asks for num_scales {config.num_scales} x vectors_per_token {config.vectors_per_token}")
+
+
+def _starting_state(config: TrainingConfig, clip, resume: str, widths: dict[str, int]):
+    """(state, description of where it came from); every check happens before any training."""
+    initial = init_vectors(clip, config.init_word, config.vectors_per_token)  # also checks init_word
+    kind, path = train_files.resolve_resume(resume, config.name)
+    if kind == "checkpoint":
+        data = read_checkpoint(path)
+        _check_widths(path.name, data.embeddings, widths, config)
+        ours = config.settings()
+        changed = [k for k in TRAJECTORY_KEYS if k in data.settings and data.settings[k] != ours.get(k)]
+        if changed:
+            log.warning("resuming %s with changed settings %s; the run will differ from an uninterrupted one",
+                        path.name, ", ".join(f"{k}: {data.settings[k]!r} -> {ours.get(k)!r}" for k in changed))
+        return restore_state(data, config), f"checkpoint {path.name}"
+    if kind == "concept":
+        concept = load_concept(path)
+        embeddings = {k: v.float() for k, v in concept.embeddings.items()}
+        _check_widths(path.name, embeddings, widths, config)
+        return new_state(config, embeddings), f"concept {path.name}"
+    return new_state(config, initial), ""
+
+
+def _encode_latents(vae, patcher, pixels: torch.Tensor) -> torch.Tensor:
+    """Model-space latents of the training images, computed once (the reference re-encodes every step)."""
+    with torch.no_grad():
+        latents = vae.encode(pixels)
+        latents = patcher.model.process_latent_in(latents.to(mm.intermediate_device()))
+    return latents.float().cpu().contiguous()
+
+
+def _prepare_patcher(model, precision: str):
+    patcher = model.clone()
+    dtype = _DTYPES[precision]
+    if patcher.model.get_dtype() != dtype:
+        patcher.set_model_compute_dtype(dtype)  # weights stay as stored; layers cast them per use
+    return patcher
+
+
+class _Reporter:
+    """Progress bar, progress text and the front-end event, once per optimisation step."""
+
+    def __init__(self, config: TrainingConfig, state: TrainingState, node_id: str | None) -> None:
+        self.config, self.state, self.node_id = config, state, node_id
+        self.bar = comfy.utils.ProgressBar(config.steps, node_id=node_id)
+        self.bar.update_absolute(state.step, config.steps)
+        self.seconds: list[float] = []
+        # Only a host started as a server has imported `server`; importing it here would start one half-way.
+        prompt_server = getattr(sys.modules.get("server"), "PromptServer", None)
+        self.server = getattr(prompt_server, "instance", None)
+
+    def __call__(self, report: StepReport) -> None:
+        self.seconds.append(report.seconds)
+        self.bar.update_absolute(report.step, report.total)
+        if self.server is None:
+            return
+        estimates = self.state.bands.estimates()
+        payload = {"node": self.node_id, "step": report.step, "total": report.total, "loss": report.loss,
+                   "lr": report.learning_rate, "g": estimates,
+                   "t": [ex.timestep for ex in report.examples], "grad_norm": list(report.grad_norms)}
+        client = getattr(self.server, "client_id", None)
+        self.server.send_sync(PROGRESS_EVENT, payload, client)
+        if self.node_id is not None:
+            self.server.send_progress_text(f"step {report.step}/{report.total}  loss {report.loss:.4f}",
+                                           self.node_id, client)
+
+
+def run_training(model, clip, vae, images, config: TrainingConfig, *, resume: str = "none",
+                 overwrite: bool = False, node_id: str | None = None) -> TrainResult:
+    """Train, checkpoint and save; the host runs nodes in inference mode, which training must leave."""
+    with torch.inference_mode(False):
+        return _run(model, clip, vae, images, config, resume, overwrite, node_id)
+
+
+def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrite: bool,
+         node_id: str | None) -> TrainResult:
+    config.validate()
+    pixels = prepare_images(images, config.resolution, config.crop)
+    if clip is None:
+        raise MrtiError("clip: no text encoder given (does the checkpoint contain one?)")
+    widths = encoder_widths(clip)
+    family = family_for_widths(widths)
+    target = train_files.concept_path(config.name)
+    if target.exists() and not overwrite:
+        raise ConceptFileExistsError(target, f"a concept named {config.name!r} exists already; choose another "
+                                             "name or switch on overwrite")
+    state, origin = _starting_state(config, clip, resume, widths)
+    prompts = PromptTokens(clip, config.templates, config.vectors_per_token)
+    meta = {"name": config.name, "init_word": config.init_word, "base_family": family.value,
+            "settings": config.settings()}
+
+    def checkpoint(current: TrainingState) -> Path:
+        return save_checkpoint(train_files.checkpoint_path(config.name, current.step), current, **meta)
+
+    patcher = _prepare_patcher(model, config.precision)
+    latents = _encode_latents(vae, patcher, pixels)
+    mm.load_models_gpu([patcher, clip.patcher], force_full_load=True)
+    make_autograd_safe(patcher.model)
+    make_autograd_safe(clip.cond_stage_model)
+    objective = HostObjective(patcher, clip, latents, prompts, config.resolution)
+    reporter = _Reporter(config, state, node_id)
+    hooks = LoopHooks(check_interrupt=mm.throw_exception_if_processing_interrupted, on_step=reporter,
+                      on_checkpoint=checkpoint)
+    loop = TrainingLoop(config, state, objective, len(latents), len(config.templates), hooks)
+    log.info("training %r: %d images, steps %d to %d%s", config.name, len(latents), state.step + 1,
+             config.steps, f", resumed from {origin}" if origin else "")
+    with frozen(patcher.model, clip.cond_stage_model), out_of_place_clip(clip), \
+            gradient_checkpointing(patcher.model.diffusion_model, config.gradient_checkpointing):
+        try:
+            loop.run()
+        except mm.InterruptProcessingException:
+            saved = checkpoint(state)  # the state of the last finished step
+            log.info("training %r cancelled after step %d; checkpoint %s", config.name, state.step, saved)
+            raise
+    checkpoint(state)
+    training = {**config.settings(), "steps_done": state.step, "num_images": len(latents),
+                "final_loss": sum(state.losses[-10:]) / max(1, len(state.losses[-10:])), "resumed_from": origin}
+    info = ConceptInfo(FORMAT_VERSION, config.init_word, family, training)
+    embeddings = {key: param.detach().clone() for key, param in state.embeddings.items()}
+    concept = Concept(config.name, embeddings, info, str(target))
+    path = save_concept(concept, target, overwrite=overwrite)
+    title = f"g(t) per band of 20 timesteps ({config.timestep_sampling} sampling, {sum(state.bucket_counts)} examples)"
+    return TrainResult(concept, path, state, loss_curve_image(state.losses, f"loss of {config.name!r}"),
+                       gradient_image(state.bands.estimates(), config.num_scales, title), reporter.seconds)

@@ -1,0 +1,135 @@
+"""MultiResEmbeddingTrainer: learns a concept as N per-diffusion-time embeddings from a few images."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..mrti.concept import ConceptSet
+from ..mrti.errors import MrtiError
+from ..mrti.training.config import CROPS, LR_SCHEDULES, PRECISIONS, TIMESTEP_SAMPLING, TrainingConfig
+from ..mrti.training.templates import TEMPLATE_KINDS, templates_for
+from . import train_files
+from .concept_type import MultiResConcepts
+from .train_run import run_training
+
+_SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+def _inputs() -> list:
+    return [
+        io.Model.Input("model", tooltip="The diffusion model (SD1.x, SD2.x or SDXL) the concept is learned for. "
+                                        "Its weights are not changed."),
+        io.Clip.Input("clip", tooltip="The model's text encoder(s); gradients flow through them into the "
+                                      "concept's vectors only."),
+        io.Vae.Input("vae", tooltip="Encodes the training images into latents once, before training."),
+        io.Image.Input("images", tooltip="The training images (a batch; 3-5 views of the concept is typical). "
+                                         "Any size: they are brought to 'resolution' as 'crop' says."),
+        io.String.Input("name", default="my_concept",
+                        tooltip="The concept's name, used in prompts as <name> and as the file name in "
+                                "models/multires_embeddings."),
+        io.String.Input("init_word", default="object",
+                        tooltip="One word (a single token) roughly describing the concept, e.g. 'cat' or "
+                                "'painting'; every embedding starts from it."),
+        io.Int.Input("num_scales", default=10, min=1, max=100,
+                     tooltip="N: how many embeddings, one per band of diffusion time (the paper uses 10)."),
+        io.Int.Input("vectors_per_token", default=1, min=1, max=16,
+                     tooltip="Vectors per embedding; more can hold more detail but overfit sooner."),
+        io.Int.Input("steps", default=3000, min=1, max=1000000,
+                     tooltip="Total optimisation steps. When resuming, training continues up to this count."),
+        io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Examples per micro-batch."),
+        io.Int.Input("gradient_accumulation", default=4, min=1, max=256,
+                     tooltip="Micro-batches whose gradients are summed into one optimisation step."),
+        io.Float.Input("learning_rate", default=0.0005, min=0.0, max=1.0, step=0.00001,
+                       tooltip="AdamW base learning rate (the reference uses 5e-4 with scale_lr)."),
+        io.Boolean.Input("scale_lr", default=True,
+                         tooltip="Multiply the learning rate by batch_size x gradient_accumulation, as the "
+                                 "reference's --scale_lr does."),
+        io.Combo.Input("lr_schedule", options=list(LR_SCHEDULES), default="constant",
+                       tooltip="constant, or cosine / linear decay to zero at the last step; all start with "
+                               "warmup_steps of linear warm-up."),
+        io.Int.Input("warmup_steps", default=0, min=0, max=1000000,
+                     tooltip="Steps of linear learning-rate warm-up at the start."),
+        io.Combo.Input("templates", options=list(TEMPLATE_KINDS), default="object",
+                       tooltip="Training prompts: neutral 'object' sentences, 'style' sentences, or your own "
+                               "lines from custom_templates."),
+        io.String.Input("custom_templates", multiline=True, default="a photo of {}",
+                        tooltip="Used when templates is 'custom': one prompt per line, with {} where the "
+                                "concept goes."),
+        io.Combo.Input("timestep_sampling", options=list(TIMESTEP_SAMPLING), default="uniform",
+                       tooltip="uniform over all 1000 timesteps (the paper); interval: only t_min..t_max; "
+                               "adaptive: more often where the measured g(t) is large, with a floor per bucket "
+                               "so all N embeddings train."),
+        io.Int.Input("t_min", default=0, min=0, max=999, tooltip="Lowest timestep for interval sampling."),
+        io.Int.Input("t_max", default=999, min=0, max=999, tooltip="Highest timestep for interval sampling."),
+        io.Float.Input("adaptive_floor", default=0.25, min=0.0, max=1.0, step=0.01,
+                       tooltip="Adaptive sampling: the share of examples spread evenly over the N buckets "
+                               "(each bucket gets at least adaptive_floor / N of them)."),
+        io.Int.Input("seed", default=0, min=0, max=_SEED_MAX,
+                     tooltip="Seed of the run's single random generator (images, prompts, timesteps, noise)."),
+        io.Int.Input("save_every", default=500, min=0, max=1000000,
+                     tooltip="Write a checkpoint every this many steps (0: only when cancelled and at the end). "
+                             "Checkpoints go to output/multires_training/<name>/."),
+        io.Combo.Input("resume_from", options=train_files.resume_options(), default=train_files.NONE,
+                       tooltip="none: start from init_word. 'latest checkpoint': continue this name's newest "
+                               "checkpoint (or start fresh if there is none). A checkpoint: continue it exactly. "
+                               "A concept: start from its vectors with a fresh optimiser."),
+        io.Combo.Input("precision", options=list(PRECISIONS), default="fp32",
+                       tooltip="Compute precision of the diffusion model. bf16/fp16 save memory on GPUs; the "
+                               "concept's vectors are always kept in fp32."),
+        io.Boolean.Input("gradient_checkpointing", default=False,
+                         tooltip="Recompute UNet activations during the backward pass: much less memory, "
+                                 "about a third slower."),
+        io.Int.Input("resolution", default=512, min=64, max=4096, step=8,
+                     tooltip="Training images are brought to this square size in pixels."),
+        io.Combo.Input("crop", options=list(CROPS), default="center crop",
+                       tooltip="center crop: scale the short side to resolution and cut the middle; "
+                               "stretch: scale both sides (distorts non-square images)."),
+        io.Boolean.Input("overwrite", default=False,
+                         tooltip="Replace an existing concept file of the same name. Off: refuse before training."),
+        MultiResConcepts.Input("concepts", optional=True,
+                               tooltip="Concepts to pass on together with the trained one."),
+    ]
+
+
+class MultiResEmbeddingTrainer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MultiResEmbeddingTrainer",
+            display_name="Train Multires Embedding",
+            category="conditioning/multires",
+            description="Learns a concept as N embeddings, one per band of diffusion time (Multiresolution "
+                        "Textual Inversion), and saves it to models/multires_embeddings.",
+            inputs=_inputs(),
+            outputs=[
+                MultiResConcepts.Output(display_name="concepts",
+                                        tooltip="The incoming concepts plus the trained one, ready for prompts."),
+                io.Image.Output(display_name="loss_curve", tooltip="Loss per optimisation step."),
+                io.Image.Output(display_name="g_t", tooltip="Measured gradient norm g(t) per band of timesteps."),
+            ],
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, images, name: str, init_word: str, num_scales: int,
+                vectors_per_token: int, steps: int, batch_size: int, gradient_accumulation: int,
+                learning_rate: float, scale_lr: bool, lr_schedule: str, warmup_steps: int, templates: str,
+                custom_templates: str, timestep_sampling: str, t_min: int, t_max: int, adaptive_floor: float,
+                seed: int, save_every: int, resume_from: str, precision: str, gradient_checkpointing: bool,
+                resolution: int, crop: str, overwrite: bool, concepts: ConceptSet | None = None) -> io.NodeOutput:
+        config = TrainingConfig(
+            name=name.strip(), init_word=init_word.strip(), templates=templates_for(templates, custom_templates),
+            template_kind=templates, num_scales=num_scales, vectors_per_token=vectors_per_token, steps=steps,
+            batch_size=batch_size, gradient_accumulation=gradient_accumulation, learning_rate=learning_rate,
+            scale_lr=scale_lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps,
+            timestep_sampling=timestep_sampling, t_min=t_min, t_max=t_max, adaptive_floor=adaptive_floor,
+            seed=seed, save_every=save_every, precision=precision, gradient_checkpointing=gradient_checkpointing,
+            resolution=resolution, crop=crop).validate()
+        base = concepts if concepts is not None else ConceptSet.empty()
+        if config.name in base:
+            raise MrtiError(f"name: a concept named {config.name!r} is already among the incoming concepts")
+        hidden = getattr(cls, "hidden", None)
+        node_id = getattr(hidden, "unique_id", None) if hidden is not None else None
+        result = run_training(model, clip, vae, images, config, resume=resume_from, overwrite=overwrite,
+                              node_id=node_id)
+        return io.NodeOutput(base.with_concept(result.concept), result.loss_image, result.gradient_image)

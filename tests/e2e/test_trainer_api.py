@@ -1,0 +1,73 @@
+"""MultiResEmbeddingTrainer queued through the real server's HTTP API: a tiny run writes its concept, and
+Cancel (POST /interrupt) stops a long run within a step, leaving a checkpoint and no concept."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mrti.concept_file import load_concept
+from mrti.training.checkpoint import read_checkpoint
+
+INPUTS = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=3, batch_size=1, gradient_accumulation=2,
+              learning_rate=0.05, scale_lr=False, lr_schedule="constant", warmup_steps=0, templates="object",
+              custom_templates="a photo of {}", timestep_sampling="adaptive", t_min=0, t_max=999,
+              adaptive_floor=0.25, seed=1, save_every=0, resume_from="none", precision="fp32",
+              gradient_checkpointing=False, resolution=64, crop="center crop", overwrite=False)
+
+
+@pytest.fixture(scope="module")
+def training_png(server) -> str:
+    y, x = np.mgrid[0:80, 0:64]
+    pixels = np.stack([x * 4, y * 3, (x + y) % 256], -1).astype(np.uint8)
+    Image.fromarray(pixels).save(server.base / "input" / "trainer_api.png")
+    return "trainer_api.png"
+
+
+def training_graph(checkpoint: str, image: str, name: str, **inputs) -> dict:
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "image": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "train": {"class_type": "MultiResEmbeddingTrainer", "inputs": {
+            "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "images": ["image", 0], "name": name,
+            **INPUTS, **inputs}},
+    }
+
+
+def test_training_run_through_the_api_writes_the_concept(server, client, tiny_checkpoints, training_png):
+    result = client.run(training_graph(tiny_checkpoints["sd1"].name, training_png, "api_trained"))
+    assert result.ok, result.error_message()
+    path = server.base / "models" / "multires_embeddings" / "api_trained.safetensors"
+    concept = load_concept(path)
+    assert concept.num_scales == 4 and concept.widths == {"clip_l": 768}
+    assert concept.info.training["steps_done"] == 3 and concept.info.training["timestep_sampling"] == "adaptive"
+    final = server.base / "output" / "multires_training" / "api_trained" / "api_trained-step0000003.safetensors"
+    assert read_checkpoint(final).step == 3
+    info = client.get("/object_info/MultiResEmbeddingTrainer")["MultiResEmbeddingTrainer"]
+    assert info["output"] == ["MULTIRES_CONCEPTS", "IMAGE", "IMAGE"] and info["output_node"]
+    for section in ("required", "optional"):
+        for input_name, spec in info["input"].get(section, {}).items():
+            assert spec[1].get("tooltip"), f"input {input_name} has no tooltip"
+
+
+def test_cancel_through_the_api_leaves_a_checkpoint(server, client, tiny_checkpoints, training_png):
+    folder = server.base / "output" / "multires_training" / "api_cancel"
+    status, body = client.queue(training_graph(tiny_checkpoints["sd1"].name, training_png, "api_cancel",
+                                               steps=100000, save_every=2, gradient_accumulation=1))
+    assert status == 200, body
+    deadline = time.monotonic() + 120
+    while not (folder.is_dir() and any(folder.iterdir())):  # training is under way once a checkpoint is out
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    cancelled_at = time.monotonic()
+    client._request("POST", "/interrupt", {})
+    result = client.wait(body["prompt_id"], timeout=60)
+    assert not result.ok
+    kinds = [kind for kind, _ in result.history["status"]["messages"]]
+    assert "execution_interrupted" in kinds, kinds
+    assert time.monotonic() - cancelled_at < 20
+    steps = [read_checkpoint(p).step for p in folder.iterdir()]
+    assert max(steps) >= 2 and max(steps) < 100000
+    assert not (server.base / "models" / "multires_embeddings" / "api_cancel.safetensors").exists()

@@ -1,0 +1,112 @@
+"""Timestep samplers and the running g(t) estimate."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from mrti.errors import MrtiError
+from mrti.schedule import bucket_of
+from mrti.training.timesteps import (
+    BAND_WIDTH,
+    NUM_BANDS,
+    AdaptiveSampler,
+    GradientBands,
+    IntervalSampler,
+    TimestepSampler,
+    adaptive_probabilities,
+    band_of,
+    make_sampler,
+)
+
+
+def test_bands_keep_a_running_mean_per_band():
+    bands = GradientBands(rate=0.5)
+    assert bands.estimates() == [None] * NUM_BANDS
+    assert bands.filled() == [1.0] * NUM_BANDS
+    bands.observe(0, 4.0)
+    bands.observe(19, 2.0)  # same band: 4 + 0.5 * (2 - 4)
+    bands.observe(999, 10.0)
+    bands.observe(500, float("nan"))  # ignored
+    est = bands.estimates()
+    assert est[0] == 3.0 and est[-1] == 10.0 and est[band_of(500)] is None
+    assert bands.count[0] == 2 and sum(bands.count) == 3
+    assert bands.filled()[band_of(500)] == pytest.approx(6.5)  # mean of the measured bands
+    copy = GradientBands()
+    copy.load_state_dict(bands.state_dict())
+    assert copy.estimates() == est and copy.count == bands.count and copy.rate == 0.5
+    with pytest.raises(MrtiError, match="bands"):
+        copy.load_state_dict({"estimate": [1.0], "count": [1]})
+
+
+@pytest.mark.parametrize("num_scales", [1, 3, 7, 10, 64])
+@pytest.mark.parametrize("floor", [0.0, 0.1, 0.25, 1.0])
+def test_adaptive_probabilities_keep_the_floor_in_every_bucket(num_scales, floor):
+    g = [0.0] * NUM_BANDS
+    g[20] = 5.0  # all gradient mass in one band (t 400-419)
+    p = adaptive_probabilities(g, num_scales, floor)
+    assert p.shape == (1000,) and float(p.sum()) == pytest.approx(1.0)
+    mass = torch.zeros(num_scales, dtype=torch.float64)
+    for t in range(1000):
+        mass[bucket_of(t, num_scales)] += p[t]
+    assert float(mass.min()) >= floor / num_scales - 1e-12
+    assert float(p[400:420].sum()) >= 1 - floor - 1e-12
+
+
+def test_adaptive_probabilities_follow_g():
+    g = [float(b + 1) for b in range(NUM_BANDS)]
+    p = adaptive_probabilities(g, 10, 0.0)
+    assert float(p[999] / p[0]) == pytest.approx(50.0)
+    assert torch.all(p[BAND_WIDTH:] >= p[:-BAND_WIDTH])
+    flat = adaptive_probabilities([0.0] * NUM_BANDS, 10, 0.0)
+    assert torch.allclose(flat, torch.full((1000,), 1e-3, dtype=torch.float64))
+
+
+def true_g(t: int) -> float:
+    """A made-up g(t): large around t = 400, small elsewhere (the paper's SD curve, roughly)."""
+    return 0.05 + (4.0 if 300 <= t < 500 else 0.0)
+
+
+def test_adaptive_sampling_goes_where_g_is_large_and_still_visits_every_bucket():
+    bands = GradientBands()
+    sampler = AdaptiveSampler(bands, num_scales=10, floor=0.25)
+    gen = torch.Generator().manual_seed(3)
+    seen = Counter()
+    for _ in range(4000):
+        t = sampler.sample(gen)
+        seen[bucket_of(t, 10)] += 1
+        bands.observe(t, true_g(t))
+    assert set(seen) == set(range(10))
+    # floor 0.25 over 10 buckets: at least 2.5 % each, i.e. about 100 of 4000
+    assert min(seen.values()) > 60
+    assert seen[3] + seen[4] > 0.6 * 4000  # buckets 3 and 4 hold t 300-499
+    uniform = Counter(bucket_of(TimestepSampler().sample(gen), 10) for _ in range(4000))
+    assert seen[3] + seen[4] > 2.5 * (uniform[3] + uniform[4])
+
+
+def test_uniform_and_interval_samplers():
+    gen = torch.Generator().manual_seed(0)
+    uniform = [TimestepSampler().sample(gen) for _ in range(3000)]
+    assert min(uniform) < 10 and max(uniform) > 990
+    interval = [IntervalSampler(350, 450).sample(gen) for _ in range(500)]
+    assert min(interval) == 350 and max(interval) == 450
+    single = {IntervalSampler(400, 400).sample(gen) for _ in range(20)}
+    assert single == {400}
+    with pytest.raises(MrtiError, match="interval"):
+        IntervalSampler(500, 400)
+    assert make_sampler("interval", GradientBands(), 10, 1, 2).kind == "interval"
+    with pytest.raises(MrtiError, match="timestep_sampling"):
+        make_sampler("random", GradientBands(), 10)
+
+
+def test_samplers_are_reproducible_from_the_generator_state():
+    bands = GradientBands()
+    for t in range(0, 1000, 7):
+        bands.observe(t, true_g(t))
+    sampler = AdaptiveSampler(bands, 10, 0.25)
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    first = [sampler.sample(gen) for _ in range(50)]
+    gen.set_state(state)
+    assert [sampler.sample(gen) for _ in range(50)] == first
