@@ -261,15 +261,26 @@ function drawSeries(ctx, values, left, top, width, height, colour) {
   if (finite.length < 1) return;
   const lo = Math.min(...finite);
   const hi = Math.max(...finite);
+  ctx.save();
   ctx.strokeStyle = colour;
+  ctx.fillStyle = colour;
   ctx.lineWidth = 1.5;
   ctx.beginPath();
+  // Bands not measured yet arrive as null: they break the line instead of being drawn as zero.
+  let drawing = false;
   values.forEach((v, i) => {
+    if (!Number.isFinite(v)) {
+      drawing = false;
+      return;
+    }
     const x = left + (values.length === 1 ? width / 2 : (i / (values.length - 1)) * width);
     const yy = top + height - ((v - lo) / (hi - lo || 1)) * height;
-    i === 0 ? ctx.moveTo(x, yy) : ctx.lineTo(x, yy);
+    drawing ? ctx.lineTo(x, yy) : ctx.moveTo(x, yy);
+    if (!drawing) ctx.fillRect(x - 1, yy - 1, 2, 2);
+    drawing = true;
   });
   ctx.stroke();
+  ctx.restore();
 }
 
 function drawTraining(ctx, node, width, y) {

@@ -63,8 +63,11 @@ def _inputs() -> list:
         io.Float.Input("adaptive_floor", default=0.25, min=0.0, max=1.0, step=0.01,
                        tooltip="Adaptive sampling: the share of examples spread evenly over the N buckets "
                                "(each bucket gets at least adaptive_floor / N of them)."),
-        io.Int.Input("seed", default=0, min=0, max=_SEED_MAX,
-                     tooltip="Seed of the run's single random generator (images, prompts, timesteps, noise)."),
+        # No "control after generate": a seed that changed after every queue would retrain from scratch
+        # each time instead of letting the host reuse the finished run.
+        io.Int.Input("seed", default=0, min=0, max=_SEED_MAX, control_after_generate=False,
+                     tooltip="Seed of the run's single random generator (images, prompts, timesteps, noise). "
+                             "The same seed, images and settings give the same concept."),
         io.Int.Input("save_every", default=500, min=0, max=1000000,
                      tooltip="Write a checkpoint every this many steps (0: only when cancelled and at the end). "
                              "Checkpoints go to output/multires_training/<name>/."),
@@ -107,25 +110,24 @@ class MultiResEmbeddingTrainer(io.ComfyNode):
                 io.Image.Output(display_name="g_t", tooltip="Measured gradient norm g(t) per band of timesteps."),
             ],
             hidden=[io.Hidden.unique_id],
+            is_input_list=True,
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, images, name: str, init_word: str, num_scales: int,
-                vectors_per_token: int, steps: int, batch_size: int, gradient_accumulation: int,
-                learning_rate: float, scale_lr: bool, lr_schedule: str, warmup_steps: int, templates: str,
-                custom_templates: str, timestep_sampling: str, t_min: int, t_max: int, adaptive_floor: float,
-                seed: int, save_every: int, resume_from: str, precision: str, gradient_checkpointing: bool,
-                resolution: int, crop: str, overwrite: bool, concepts: ConceptSet | None = None) -> io.NodeOutput:
+    def execute(cls, images: list, concepts: list | None = None, **lists) -> io.NodeOutput:
+        # Inputs arrive as lists (is_input_list) so that a dataset loader's image list trains one concept
+        # in one run instead of one run per image; every other input must hold a single value.
+        settings = {key: _single(key, values) for key, values in lists.items()}
+        model, clip, vae = settings.pop("model"), settings.pop("clip"), settings.pop("vae")
+        resume_from, overwrite = settings.pop("resume_from"), settings.pop("overwrite")
+        templates = settings.pop("templates")
         config = TrainingConfig(
-            name=name.strip(), init_word=init_word.strip(), templates=templates_for(templates, custom_templates),
-            template_kind=templates, num_scales=num_scales, vectors_per_token=vectors_per_token, steps=steps,
-            batch_size=batch_size, gradient_accumulation=gradient_accumulation, learning_rate=learning_rate,
-            scale_lr=scale_lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps,
-            timestep_sampling=timestep_sampling, t_min=t_min, t_max=t_max, adaptive_floor=adaptive_floor,
-            seed=seed, save_every=save_every, precision=precision, gradient_checkpointing=gradient_checkpointing,
-            resolution=resolution, crop=crop).validate()
-        base = concepts if concepts is not None else ConceptSet.empty()
+            name=settings.pop("name").strip(), init_word=settings.pop("init_word").strip(),
+            templates=templates_for(templates, settings.pop("custom_templates")), template_kind=templates,
+            **settings).validate()
+        base = _single("concepts", concepts) if concepts else None
+        base = base if base is not None else ConceptSet.empty()
         if config.name in base:
             raise MrtiError(f"name: a concept named {config.name!r} is already among the incoming concepts")
         hidden = getattr(cls, "hidden", None)
@@ -133,3 +135,12 @@ class MultiResEmbeddingTrainer(io.ComfyNode):
         result = run_training(model, clip, vae, images, config, resume=resume_from, overwrite=overwrite,
                               node_id=node_id)
         return io.NodeOutput(base.with_concept(result.concept), result.loss_image, result.gradient_image)
+
+
+def _single(name: str, values: list):
+    if not isinstance(values, list):
+        return values
+    if len(values) != 1:
+        raise MrtiError(f"{name}: got a list of {len(values)} values; the trainer takes one {name} per run "
+                        "(only 'images' may be a list)")
+    return values[0]

@@ -1,18 +1,38 @@
 """Bringing a batch of training images (ComfyUI's ``[B, H, W, C]`` floats in 0..1) to one square size."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import MrtiError
 
 
-def prepare_images(images: torch.Tensor | None, resolution: int, crop: str) -> torch.Tensor:
+def prepare_images(images: torch.Tensor | Sequence[torch.Tensor] | None, resolution: int,
+                   crop: str) -> torch.Tensor:
     """``[B, resolution, resolution, 3]`` float32 on the CPU.
 
-    ``center crop`` scales the shorter side to ``resolution`` and cuts the middle square (no distortion);
-    ``stretch`` scales both sides to ``resolution`` (keeps everything, distorts non-square images).
+    ``images`` is one IMAGE batch or a list of them (ComfyUI's dataset loaders give one image per list
+    item, each at its own size). ``center crop`` scales the shorter side to ``resolution`` and cuts the
+    middle square (no distortion); ``stretch`` scales both sides to ``resolution`` (keeps everything,
+    distorts non-square images).
     """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise MrtiError("images: no training images were given")
+        prepared, first = [], 0
+        for batch in images:
+            try:
+                prepared.append(_prepare_batch(batch, resolution, crop))
+            except MrtiError as exc:
+                raise MrtiError(f"{exc} (in the image list, from image {first} on)") from None
+            first += len(prepared[-1])
+        return torch.cat(prepared)
+    return _prepare_batch(images, resolution, crop)
+
+
+def _prepare_batch(images: torch.Tensor | None, resolution: int, crop: str) -> torch.Tensor:
     if images is None:
         raise MrtiError("images: no training images were given")
     if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):

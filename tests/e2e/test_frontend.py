@@ -14,7 +14,7 @@ from PIL import Image
 from harness import comfy_runtime
 from harness.browser import Browser, open_comfyui
 from harness.demo_concepts import write_demo_concepts
-from harness.workflow_assets import TINY
+from harness.workflow_assets import TINY, write_training_images
 
 SCREENSHOTS = comfy_runtime.cache_dir() / "screenshots"
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
@@ -23,6 +23,7 @@ WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.j
 @pytest.fixture(scope="module")
 def page(server):
     write_demo_concepts(server.base / "models" / "multires_embeddings")
+    write_training_images(server.base / "input")  # before the page loads: the folder list comes with it
     with Browser(width=1500, height=900) as browser:
         open_comfyui(browser, server.url)
         yield browser
@@ -58,20 +59,26 @@ def test_workflow_loads_and_runs(server, client, page, path):
             if (w.name === 'ckpt_name' && tiny[w.value]) w.value = tiny[w.value];
             if ((w.name === 'width' || w.name === 'height') && node.type === 'EmptyLatentImage') w.value = 64;
             if (w.name === 'steps') w.value = 3;
+            if (w.name === 'resolution' && node.type === 'MultiResEmbeddingTrainer') w.value = 64;
         }}
     }})()""")
     before = set(client.get("/history"))
     page.evaluate("app.queuePrompt(0, 1)")
-    deadline = time.monotonic() + 300
-    new = set()
-    while time.monotonic() < deadline and not new:
-        new = set(client.get("/history")) - before
-        time.sleep(0.2)
-    assert new, "queueing from the UI reached no history entry"
-    result = client.wait(new.pop())
+    result = client.wait(next_history_entry(client, before))
     assert result.ok, result.error_message()
     images = result.images()
-    assert images and all((server.base / "output" / i["subfolder"] / i["filename"]).is_file() for i in images)
+    assert images and all((server.base / i["type"] / i["subfolder"] / i["filename"]).is_file() for i in images)
+    assert any(i["type"] == "output" for i in images)
+
+
+def next_history_entry(client, before: set, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = set(client.get("/history")) - before
+        if new:
+            return new.pop()
+        time.sleep(0.2)
+    raise AssertionError("queueing from the UI reached no history entry")
 
 
 def strip_pixels(page, mode: str) -> np.ndarray:
@@ -126,3 +133,50 @@ def test_prompt_box_completes_concept_tags(page):
         return [el.value, node.widgets.find(w => w.name === 'text').value];
     })()""")
     assert value == ["a painting of <demo(0)>", "a painting of <demo(0)>"]
+
+
+def test_trainer_draws_its_loss_curve_while_training(server, client, page):
+    load(page, json.loads((WORKFLOWS[0].parent / "train_then_sample.json").read_text()))
+    node_id = page.evaluate(f"""(() => {{
+        const tiny = {json.dumps(TINY)};
+        for (const node of app.graph._nodes) for (const w of node.widgets ?? [])
+            if (w.name === 'ckpt_name' && tiny[w.value]) w.value = tiny[w.value];
+        const node = app.graph._nodes.find(n => n.comfyClass === 'MultiResEmbeddingTrainer');
+        const set = (name, value) => {{ node.widgets.find(w => w.name === name).value = value; }};
+        set('name', 'curve_run'); set('steps', 100000); set('resolution', 64); set('save_every', 0);
+        set('gradient_accumulation', 4); set('learning_rate', 0.01);
+        app.canvas.ds.scale = 1; app.canvas.draw(true, true);
+        const curve = node.widgets.find(w => w.name === 'mrti_training_curve');
+        app.canvas.ds.offset = [200 - node.pos[0], 400 - node.pos[1] - curve.last_y];
+        return node.id;
+    }})()""")
+    before = set(client.get("/history"))
+    page.evaluate("app.queuePrompt(0, 1)")
+    try:
+        page.wait_for(f"app.graph.getNodeById({node_id}).mrtiTraining?.losses.length >= 12", timeout=180)
+        rect = page.evaluate(f"""(() => {{
+            const node = app.graph.getNodeById({node_id});
+            app.canvas.setDirty(true, true); app.canvas.draw(true, true);
+            const curve = node.widgets.find(w => w.name === 'mrti_training_curve');
+            const box = app.canvas.canvas.getBoundingClientRect();
+            const [x, y] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] + curve.last_y]);
+            return {{x: box.left + x, y: box.top + y, w: node.size[0], h: curve.computeSize(node.size[0])[1],
+                     step: node.mrtiTraining.step, total: node.mrtiTraining.total}};
+        }})()""")
+        shot = Image.open(io.BytesIO(page.screenshot_bytes())).convert("RGB")
+    finally:
+        client._request("POST", "/interrupt", {})
+    assert rect["total"] == 100000 and rect["step"] >= 12
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # the README's picture comes from this
+    shot.crop((int(rect["x"]), int(rect["y"]) - 120, int(rect["x"] + rect["w"]),
+               int(rect["y"] + rect["h"]) + 10)).save(SCREENSHOTS / "trainer_curves.png")
+    curve = np.asarray(shot.crop((int(rect["x"]), int(rect["y"]), int(rect["x"] + rect["w"]),
+                                  int(rect["y"] + rect["h"])))).astype(int)
+    left, right = curve[:, : curve.shape[1] // 2], curve[:, curve.shape[1] // 2:]
+    # The loss is drawn in blue (#5ad) on the left, g(t) in orange (#e94) on the right.
+    blue = lambda px: ((px[..., 2] > 170) & (px[..., 0] < 130) & (px[..., 1] > 130)).sum()  # noqa: E731
+    orange = lambda px: ((px[..., 0] > 190) & (px[..., 1] > 110) & (px[..., 1] < 190) & (px[..., 2] < 110)).sum()  # noqa: E731
+    assert blue(left) > 40, "no loss curve drawn"
+    assert orange(right) > 40, "no g(t) curve drawn"
+    result = client.wait(next_history_entry(client, before), timeout=60)
+    assert not result.ok  # interrupted, as asked

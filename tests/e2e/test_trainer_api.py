@@ -71,3 +71,19 @@ def test_cancel_through_the_api_leaves_a_checkpoint(server, client, tiny_checkpo
     steps = [read_checkpoint(p).step for p in folder.iterdir()]
     assert max(steps) >= 2 and max(steps) < 100000
     assert not (server.base / "models" / "multires_embeddings" / "api_cancel.safetensors").exists()
+
+
+def test_a_folder_of_images_from_the_stock_dataset_loader_trains_one_concept(server, client, tiny_checkpoints):
+    # LoadImageDataSetFromFolder gives a list with one tensor per file, each at its own size; the trainer
+    # must take the whole list in one run (one concept), not run once per image.
+    folder = server.base / "input" / "trainer_folder"
+    folder.mkdir()
+    for i, (w, h) in enumerate([(64, 64), (96, 72), (50, 120)]):
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(folder / f"view{i}.png")
+    graph = training_graph(tiny_checkpoints["sd1"].name, "unused", "api_folder")
+    graph["image"] = {"class_type": "LoadImageDataSetFromFolder", "inputs": {"folder": "trainer_folder"}}
+    result = client.run(graph)
+    assert result.ok, result.error_message()
+    concept = load_concept(server.base / "models" / "multires_embeddings" / "api_folder.safetensors")
+    assert concept.info.training["num_images"] == 3
+    assert [m for m, _ in result.history["status"]["messages"]].count("execution_success") == 1

@@ -53,3 +53,24 @@ def resolution_grid(checkpoint: str, concept: tuple[str, str], text: str, modes:
         "images": ["decode", 0], "grid": ["pos", 1], "label_size": 14}}
     graph["save"]["inputs"]["images"] = ["grid", 0]
     return graph
+
+
+def train_then_sample(checkpoint: str, folder: str, name: str, text: str, modes: str, resolutions: str,
+                      *, train_steps: int = 3000, train_resolution: int = 512, **kwargs) -> dict:
+    """A folder of images (stock LoadImageDataSetFromFolder) → MultiResEmbeddingTrainer → a labelled grid of
+    the trained concept in every mode, plus the run's loss and g(t) charts."""
+    graph = resolution_grid(checkpoint, ("unused", ""), text, modes, resolutions, **kwargs)
+    del graph["load0"]
+    graph["images"] = {"class_type": "LoadImageDataSetFromFolder", "inputs": {"folder": folder}}
+    graph["train"] = {"class_type": "MultiResEmbeddingTrainer", "inputs": {
+        "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "images": ["images", 0], "name": name,
+        "init_word": "object", "num_scales": 10, "vectors_per_token": 1, "steps": train_steps, "batch_size": 1,
+        "gradient_accumulation": 4, "learning_rate": 0.0005, "scale_lr": True, "lr_schedule": "constant",
+        "warmup_steps": 0, "templates": "object", "custom_templates": "a photo of {}",
+        "timestep_sampling": "uniform", "t_min": 0, "t_max": 999, "adaptive_floor": 0.25, "seed": 0,
+        "save_every": 500, "resume_from": "none", "precision": "fp32", "gradient_checkpointing": False,
+        "resolution": train_resolution, "crop": "center crop", "overwrite": False}}
+    graph["pos"]["inputs"]["concepts"] = ["train", 0]
+    graph["loss"] = {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}}
+    graph["g_t"] = {"class_type": "PreviewImage", "inputs": {"images": ["train", 2]}}
+    return graph

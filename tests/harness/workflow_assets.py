@@ -3,11 +3,12 @@
 Each workflow is defined here as an API-format graph plus a layout; the frontend loads it (`loadApiJson`),
 the nodes are placed, and `graph.serialize()` gives the workflow file ComfyUI users load. Run:
 
-    .venv/bin/python tests/harness/workflow_assets.py
+    .venv/bin/python tests/harness/workflow_assets.py [name ...]   # workflow names or 'charts'; default all
 """
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -16,12 +17,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
+import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from harness import comfy_runtime, graphs, host, tiny_models  # noqa: E402
 from harness.browser import Browser, open_comfyui  # noqa: E402
 from harness.demo_concepts import write_demo_concepts  # noqa: E402
-from harness.server import ComfyServer, prepare_base_directory  # noqa: E402
+from harness.server import ComfyClient, ComfyServer, prepare_base_directory  # noqa: E402
 
 
 
@@ -35,6 +37,8 @@ def numbered(api: dict) -> tuple[dict, dict[str, int]]:
         out[str(ids[key])] = {**node, "inputs": inputs}
     return out, ids
 
+
+SCALES = {"train_then_sample": 0.6}  # its trainer node is tall
 
 SD1 = "v1-5-pruned-emaonly-fp16.safetensors"  # what most users have; tests swap in the tiny models
 SDXL = "sd_xl_base_1.0.safetensors"
@@ -65,8 +69,30 @@ def resolution_grid() -> dict:
                                   "fixed, semi, fully", "0, 3, 5, 7, 9", steps=20, size=512, prefix="multires_grid")
 
 
+TRAINING_FOLDER = "my_concept"  # a subfolder of ComfyUI's input folder holding the training images
+
+
+def train_then_sample() -> dict:
+    """Train a concept from a folder of images, then render it in all three modes at four resolutions."""
+    return graphs.train_then_sample(SD1, TRAINING_FOLDER, "my_concept", "a painting of <my_concept>",
+                                    "fixed, semi, fully", "0, 3, 6, 9", steps=20, size=512,
+                                    prefix="multires_trained")
+
+
+def write_training_images(input_dir: Path, count: int = 4) -> Path:
+    """A few small, different pictures in input/<TRAINING_FOLDER>, so the workflow's folder choice exists."""
+    folder = input_dir / TRAINING_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        y, x = np.mgrid[0:96, 0:80 + 16 * i]
+        pixels = np.stack([(x * (i + 2)) % 256, (y * 3) % 256, ((x + y) * (i + 1)) % 256], -1).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"view{i}.png")
+    return folder
+
+
 WORKFLOWS = {"multires_sampling": sampling, "multires_sampling_sdxl": sampling_sdxl,
-             "two_concepts": two_concepts, "resolution_grid": resolution_grid}
+             "two_concepts": two_concepts, "resolution_grid": resolution_grid,
+             "train_then_sample": train_then_sample}
 
 
 def columns(api: dict) -> list[list[str]]:
@@ -93,6 +119,7 @@ def build(browser: Browser, url: str, name: str, out_dir: Path, picture: Path | 
     open_comfyui(browser, url)
     browser.evaluate(f"app.loadApiJson({json.dumps(numbered_api)}, {json.dumps(name)})")
     layout = [[ids[key] for key in column] for column in columns(api)]
+    scale = SCALES.get(name, 0.8)
     browser.evaluate(f"""(() => {{
         let x = 0;
         for (const column of {json.dumps(layout)}) {{
@@ -105,7 +132,7 @@ def build(browser: Browser, url: str, name: str, out_dir: Path, picture: Path | 
             }}
             x += widest + 50;
         }}
-        app.canvas.ds.scale = 0.8; app.canvas.ds.offset = [90, 140];
+        app.canvas.ds.scale = {scale}; app.canvas.ds.offset = [{round(72 / scale)}, {round(112 / scale)}];
         app.canvas.setDirty(true, true);
     }})()""")
     time.sleep(1.0)
@@ -121,7 +148,29 @@ def build(browser: Browser, url: str, name: str, out_dir: Path, picture: Path | 
     return path
 
 
-def main() -> None:
+PICTURES = {"multires_sampling": ROOT / "docs/images/sampling_graph.png",
+            "train_then_sample": ROOT / "docs/images/training_graph.png"}
+
+
+def training_charts(server: ComfyServer) -> None:
+    """The trainer's own loss and g(t) outputs from a short run on the tiny model, for the README."""
+    graph = graphs.train_then_sample(TINY[SD1], TRAINING_FOLDER, "chart_run", "a painting of <chart_run>",
+                                     "fully", "0", train_steps=150, train_resolution=64, steps=2, size=64)
+    graph["train"]["inputs"].update(timestep_sampling="adaptive", learning_rate=0.005, save_every=0)
+    result = ComfyClient(server.url).run(graph, timeout=1800)
+    if not result.ok:
+        raise SystemExit(result.error_message())
+    for key, picture in (("loss", "loss_curve.png"), ("g_t", "g_t.png")):
+        image = result.history["outputs"][key]["images"][0]
+        shutil.copyfile(server.base / image["type"] / image["subfolder"] / image["filename"],
+                        ROOT / "docs/images" / picture)
+
+
+def main(names: list[str]) -> None:
+    known = [*WORKFLOWS, "charts"]
+    unknown = set(names) - set(known)
+    if unknown:
+        raise SystemExit(f"unknown name(s) {sorted(unknown)}; known: {', '.join(known)}")
     base = Path(tempfile.mkdtemp(prefix="mrti-assets-"))
     host.boot(base / "build")
     checkpoints = tiny_models.ensure_checkpoints(comfy_runtime.cache_dir() / "tiny-models")
@@ -129,11 +178,14 @@ def main() -> None:
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}))
     write_demo_concepts(base / "models" / "multires_embeddings")
+    write_training_images(base / "input")
     with ComfyServer(base) as server, Browser(width=1560, height=860) as browser:
-        for name in WORKFLOWS:
-            picture = ROOT / "docs/images/sampling_graph.png" if name == "multires_sampling" else None
-            build(browser, server.url, name, ROOT / "workflows", picture)
+        for name in names or known:
+            if name == "charts":
+                training_charts(server)
+            else:
+                build(browser, server.url, name, ROOT / "workflows", PICTURES.get(name))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

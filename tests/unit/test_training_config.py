@@ -101,8 +101,19 @@ def test_image_channels_and_batches():
     assert gray.shape == (1, 8, 8, 3) and torch.allclose(gray, torch.full_like(gray, 0.5))
 
 
+def test_an_image_list_of_mixed_sizes_becomes_one_batch():
+    # What ComfyUI's LoadImageDataSetFromFolder gives: one [1, H, W, 3] tensor per file, sizes differ.
+    white_wide, black_tall = torch.ones(1, 8, 16, 3), torch.zeros(1, 12, 6, 3)
+    batch = prepare_images([white_wide, black_tall, torch.rand(2, 8, 8, 3)], 8, "center crop")
+    assert batch.shape == (4, 8, 8, 3)
+    assert batch[0].min() > 0.99 and batch[1].max() < 0.01
+
+
 @pytest.mark.parametrize("images, message", [
     (None, "no training images"),
+    ([], "no training images"),
+    ([torch.rand(1, 8, 8, 3), torch.rand(2, 8, 8, 3), torch.full((1, 8, 8, 3), float("inf"))],
+     r"image\(s\) \[0\] contain NaN.*from image 3 on"),
     (torch.zeros(0, 8, 8, 3), "batch is empty"),
     (torch.zeros(1, 8, 8, 2), "channels"),
     (torch.full((2, 8, 8, 3), float("nan")), r"image\(s\) \[0, 1\]"),
