@@ -13,8 +13,8 @@ from PIL import Image
 
 from harness import comfy_runtime
 from harness.browser import Browser, open_comfyui
-from harness.demo_concepts import write_demo_concepts
-from harness.workflow_assets import TINY, write_training_images
+from harness.demo_concepts import write_demo_concepts, write_training_images
+from harness.workflow_assets import TINY
 
 SCREENSHOTS = comfy_runtime.cache_dir() / "screenshots"
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))

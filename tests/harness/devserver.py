@@ -1,4 +1,5 @@
-"""Start a real ComfyUI with this package, the tiny models and a demo concept (scripts/serve.sh)."""
+"""Start a real ComfyUI with this package, the tiny models, a demo concept and a folder of training images
+(scripts/serve.sh)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
 from harness import comfy_runtime, host, tiny_models  # noqa: E402
-from harness.demo_concepts import write_demo_concepts  # noqa: E402
+from harness.demo_concepts import write_demo_concepts, write_training_images  # noqa: E402
 from harness.server import ComfyServer, prepare_base_directory  # noqa: E402
 
 
@@ -28,6 +29,7 @@ def main() -> int:
     checkpoints = tiny_models.ensure_checkpoints(comfy_runtime.cache_dir() / "tiny-models")
     base = prepare_base_directory(opts.base, checkpoints)
     write_demo_concepts(base / "models" / "multires_embeddings")
+    write_training_images(base / "input")  # for the train_then_sample workflow
 
     server = ComfyServer(base, port=opts.port)
     server.start()

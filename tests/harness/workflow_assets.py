@@ -17,12 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from harness import comfy_runtime, graphs, host, tiny_models  # noqa: E402
 from harness.browser import Browser, open_comfyui  # noqa: E402
-from harness.demo_concepts import write_demo_concepts  # noqa: E402
+from harness.demo_concepts import TRAINING_FOLDER, write_demo_concepts, write_training_images  # noqa: E402
 from harness.server import ComfyClient, ComfyServer, prepare_base_directory  # noqa: E402
 
 
@@ -69,25 +68,11 @@ def resolution_grid() -> dict:
                                   "fixed, semi, fully", "0, 3, 5, 7, 9", steps=20, size=512, prefix="multires_grid")
 
 
-TRAINING_FOLDER = "my_concept"  # a subfolder of ComfyUI's input folder holding the training images
-
-
 def train_then_sample() -> dict:
     """Train a concept from a folder of images, then render it in all three modes at four resolutions."""
     return graphs.train_then_sample(SD1, TRAINING_FOLDER, "my_concept", "a painting of <my_concept>",
                                     "fixed, semi, fully", "0, 3, 6, 9", steps=20, size=512,
                                     prefix="multires_trained")
-
-
-def write_training_images(input_dir: Path, count: int = 4) -> Path:
-    """A few small, different pictures in input/<TRAINING_FOLDER>, so the workflow's folder choice exists."""
-    folder = input_dir / TRAINING_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        y, x = np.mgrid[0:96, 0:80 + 16 * i]
-        pixels = np.stack([(x * (i + 2)) % 256, (y * 3) % 256, ((x + y) * (i + 1)) % 256], -1).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"view{i}.png")
-    return folder
 
 
 WORKFLOWS = {"multires_sampling": sampling, "multires_sampling_sdxl": sampling_sdxl,
