@@ -10,7 +10,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..mrti.errors import MrtiError
+from ..mrti.errors import ConceptFileError, MrtiError
 from ..mrti.training.checkpoint import is_checkpoint
 from . import model_folders
 
@@ -81,6 +81,9 @@ def resolve_resume(option: str, name: str) -> tuple[str, Path | None]:
             raise MrtiError(f"resume_from: no checkpoint {relative!r} in {root}")
         return "checkpoint", path
     if option.startswith(CONCEPT_PREFIX):
-        return "concept", model_folders.resolve_entry(option[len(CONCEPT_PREFIX):])
+        try:
+            return "concept", model_folders.resolve_entry(option[len(CONCEPT_PREFIX):])
+        except ConceptFileError as exc:  # its message names the entry only; say which input held it
+            raise MrtiError(f"resume_from {option!r}: {exc.problem}") from None
     raise MrtiError(f"resume_from {option!r} is not understood; expected '{NONE}', '{LATEST}', "
                     f"'{CHECKPOINT_PREFIX}<file>' or '{CONCEPT_PREFIX}<file>'")

@@ -15,7 +15,7 @@ import comfy.utils
 
 from ..mrti.concept import Concept, ConceptInfo, family_for_widths
 from ..mrti.concept_file import FORMAT_VERSION, load_concept, save_concept
-from ..mrti.errors import ConceptFileExistsError, MrtiError
+from ..mrti.errors import ConceptFileError, ConceptFileExistsError, MrtiError
 from ..mrti.training.checkpoint import read_checkpoint, restore_state, save_checkpoint
 from ..mrti.training.config import TRAJECTORY_KEYS, TrainingConfig
 from ..mrti.training.images import prepare_images
@@ -143,7 +143,16 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
             "settings": config.settings()}
 
     def checkpoint(current: TrainingState) -> Path:
-        return save_checkpoint(train_files.checkpoint_path(config.name, current.step), current, **meta)
+        path = train_files.checkpoint_path(config.name, current.step)
+        try:
+            return save_checkpoint(path, current, **meta)
+        except ConceptFileError as exc:
+            # The run stops rather than logging and carrying on: steps after a lost checkpoint could not be
+            # recovered. The atomic write left earlier files whole, so point at the one to resume from.
+            last = train_files.latest_checkpoint(config.name)
+            where = (f"resume_from 'latest checkpoint' continues from {last.name}" if last
+                     else "there is no earlier checkpoint of this name")
+            raise type(exc)(path, f"{exc.problem}; training stopped after step {current.step}, {where}") from exc
 
     patcher = _prepare_patcher(model, config.precision)
     latents = _encode_latents(vae, patcher, pixels)
@@ -171,7 +180,13 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
     info = ConceptInfo(FORMAT_VERSION, config.init_word, family, training)
     embeddings = {key: param.detach().clone() for key, param in state.embeddings.items()}
     concept = Concept(config.name, embeddings, info, str(target))
-    path = save_concept(concept, target, overwrite=overwrite)
+    try:
+        path = save_concept(concept, target, overwrite=overwrite)
+    except ConceptFileExistsError:
+        raise  # the file appeared during training: another name or overwrite is the way out, not a resume
+    except ConceptFileError as exc:  # the final checkpoint above holds the trained vectors: nothing is lost
+        raise type(exc)(target, f"{exc.problem}; the trained vectors are in checkpoint step {state.step}: queue "
+                                "again with resume_from 'latest checkpoint' to write the concept") from exc
     title = f"g(t) per band of 20 timesteps ({config.timestep_sampling} sampling, {sum(state.bucket_counts)} examples)"
     return TrainResult(concept, path, state, loss_curve_image(state.losses, f"loss of {config.name!r}"),
                        gradient_image(state.bands.estimates(), config.num_scales, title), reporter.seconds)

@@ -26,6 +26,8 @@ def prepare_images(images: torch.Tensor | Sequence[torch.Tensor] | None, resolut
             try:
                 prepared.append(_prepare_batch(batch, resolution, crop))
             except MrtiError as exc:
+                if len(images) == 1:  # one IMAGE batch wired straight in: no list position to point at
+                    raise
                 raise MrtiError(f"{exc} (in the image list, from image {first} on)") from None
             first += len(prepared[-1])
         return torch.cat(prepared)
@@ -57,11 +59,10 @@ def _prepare_batch(images: torch.Tensor | None, resolution: int, crop: str) -> t
     if crop == "stretch":
         pixels = _resize(pixels, resolution, resolution)
     elif crop == "center crop":
-        scale = resolution / min(height, width)
-        new_h, new_w = max(resolution, round(height * scale)), max(resolution, round(width * scale))
-        pixels = _resize(pixels, new_h, new_w)
-        top, left = (new_h - resolution) // 2, (new_w - resolution) // 2
-        pixels = pixels[:, :, top:top + resolution, left:left + resolution]
+        # Cut the middle square first, then resize: a very long, thin image never gets scaled up whole.
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        pixels = _resize(pixels[:, :, top:top + side, left:left + side], resolution, resolution)
     else:
         raise MrtiError(f"crop {crop!r} is not one of 'center crop', 'stretch'")
     return pixels.clamp(0.0, 1.0).movedim(1, -1).contiguous()

@@ -6,7 +6,8 @@ from harness.server import ComfyClient, ComfyServer, prepare_base_directory
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_checkpoints):
     """One real ComfyUI server for the e2e tier, with this package and the tiny models."""
-    base = prepare_base_directory(tmp_path_factory.mktemp("server-base"), tiny_checkpoints)
+    base = prepare_base_directory(tmp_path_factory.mktemp("server-base"), tiny_checkpoints,
+                                  probe_nodes=True)
     with ComfyServer(base) as srv:
         yield srv
 

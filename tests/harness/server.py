@@ -3,7 +3,8 @@
 The server runs `main.py --cpu` from the runtime that `comfy_runtime` finds, on a loopback port, with
 `--base-directory` pointing at a folder that holds its models, custom_nodes, input, output and user data.
 That folder's custom_nodes get a link to this package and `mrti_tiny_models.py`, a test-only node module
-that registers the tiny model configs in the server process.
+that registers the tiny model configs in the server process (and, for the e2e tier only, the probe nodes of
+`probe_nodes.py`, kept out of the dev server's node menu).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from harness import tiny_models
 tiny_models.register()
 NODE_CLASS_MAPPINGS = {{}}
 '''
+_PROBE_NODES_LINE = "from harness.probe_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS\n"
 
 
 def free_port() -> int:
@@ -41,16 +43,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_base_directory(base: Path, checkpoints: dict[str, Path], workflows: Path | None = None) -> Path:
+def prepare_base_directory(base: Path, checkpoints: dict[str, Path], workflows: Path | None = None, *,
+                           probe_nodes: bool = False) -> Path:
     """Lay out a ComfyUI base directory: this package and the tiny-model module in custom_nodes, the
-    checkpoints linked into models/checkpoints. Existing files in `base` are left alone."""
+    checkpoints linked into models/checkpoints. Existing files in `base` are left alone. `probe_nodes`
+    adds the test-only nodes of `probe_nodes.py` to the tiny-model module."""
     custom_nodes = base / "custom_nodes"
     custom_nodes.mkdir(parents=True, exist_ok=True)
     link = custom_nodes / PACKAGE_LINK_NAME
     if not link.exists():
         link.symlink_to(comfy_runtime.REPO_ROOT, target_is_directory=True)
     tests_dir = str(comfy_runtime.REPO_ROOT / "tests")
-    (custom_nodes / "mrti_tiny_models.py").write_text(_TINY_NODE_MODULE.format(tests_dir=tests_dir))
+    module = _TINY_NODE_MODULE.format(tests_dir=tests_dir) + (_PROBE_NODES_LINE if probe_nodes else "")
+    (custom_nodes / "mrti_tiny_models.py").write_text(module)
     ckpt_dir = base / "models" / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for path in checkpoints.values():

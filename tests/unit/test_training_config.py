@@ -115,12 +115,21 @@ def test_an_image_list_of_mixed_sizes_becomes_one_batch():
     ([torch.rand(1, 8, 8, 3), torch.rand(2, 8, 8, 3), torch.full((1, 8, 8, 3), float("inf"))],
      r"image\(s\) \[0\] contain NaN.*from image 3 on"),
     (torch.zeros(0, 8, 8, 3), "batch is empty"),
+    # One batch wired straight in arrives as a one-item list: no list position is added to the message.
+    ([torch.zeros(0, 8, 8, 3)], r"^images: the image batch is empty; connect at least one training image$"),
     (torch.zeros(1, 8, 8, 2), "channels"),
     (torch.full((2, 8, 8, 3), float("nan")), r"image\(s\) \[0, 1\]"),
 ])
 def test_bad_images(images, message):
     with pytest.raises(MrtiError, match=message):
         prepare_images(images, 8, "center crop")
+
+
+@pytest.mark.parametrize("crop", ["center crop", "stretch"])
+def test_a_one_pixel_image_is_upscaled_not_refused(crop):
+    colour = torch.tensor([0.8, 0.2, 0.4])
+    out = prepare_images(colour.view(1, 1, 1, 3), 64, crop)
+    assert out.shape == (1, 64, 64, 3) and torch.allclose(out, colour.expand(1, 64, 64, 3), atol=1e-6)
 
 
 def test_charts_are_comfy_images():

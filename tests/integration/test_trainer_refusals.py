@@ -1,0 +1,78 @@
+"""The trainer node's own refusals of names and resume_from values that would reach outside its folders.
+
+Through the HTTP API the host already refuses a resume_from that is not in the dropdown (tests/e2e/
+test_trainer_bad_input.py); these call the node directly, as a host without that validation would, and
+point at real, valid files outside the folders so that the refusal cannot come from a missing file.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+INPUTS = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=1, batch_size=1, gradient_accumulation=1,
+              learning_rate=0.05, scale_lr=False, lr_schedule="constant", warmup_steps=0, templates="object",
+              custom_templates="a photo of {}", timestep_sampling="uniform", t_min=0, t_max=999,
+              adaptive_floor=0.25, seed=0, save_every=1, resume_from="none", precision="fp32",
+              gradient_checkpointing=False, resolution=64, crop="center crop", overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def host(host_package, tiny_checkpoints):
+    import nodes
+
+    with torch.inference_mode():
+        models = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoints["sd1"].name)
+    files = host_package.nodes.train_files
+    return {"trainer": host_package.nodes.trainer.MultiResEmbeddingTrainer, "models": models, "files": files,
+            "MrtiError": host_package.mrti.errors.MrtiError,
+            "roots": (files.concept_path("x").parent, files.checkpoint_root())}
+
+
+def train(host, **inputs):
+    model, clip, vae = host["models"]
+    with torch.inference_mode():
+        return host["trainer"].execute(model=model, clip=clip, vae=vae, images=torch.rand(1, 64, 64, 3),
+                                       **{**INPUTS, **inputs})
+
+
+@pytest.fixture(scope="module")
+def outside(host) -> dict[str, Path]:
+    """A valid concept file and a valid checkpoint, copied to the output folder's top level: outside both
+    the models folder and the checkpoint folder."""
+    train(host, name="refusal_source")
+    output = host["roots"][1].parent
+    concept = shutil.copy(host["files"].concept_path("refusal_source"), output / "escape_concept.safetensors")
+    checkpoint = shutil.copy(host["files"].latest_checkpoint("refusal_source"),
+                             output / "escape-step0000001.safetensors")
+    return {"concept": Path(concept), "checkpoint": Path(checkpoint)}
+
+
+def snapshot(roots) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for root in roots if root.is_dir() for p in root.rglob("*") if p.is_file()}
+
+
+CASES = [  # (label, inputs, text the error must contain)
+    ("name ../", {"name": "../x"}, "name: concept name '../x'"),
+    ("name absolute", {"name": "/abs/x"}, "name: concept name '/abs/x'"),
+    ("name NUL", {"name": "a\x00b"}, "name: concept name 'a\\x00b'"),
+    ("checkpoint ../", {"resume_from": "checkpoint: ../escape-step0000001.safetensors"},
+     "resume_from: no checkpoint '../escape-step0000001.safetensors'"),
+    ("concept ../", {"resume_from": "concept: ../../output/escape_concept.safetensors"},
+     "resume_from 'concept: ../../output/escape_concept.safetensors'"),
+    ("concept absolute", {"resume_from": "concept: {concept}"}, "resume_from 'concept: {concept}'"),
+    ("checkpoint absolute", {"resume_from": "checkpoint: {checkpoint}"}, "resume_from: no checkpoint '{checkpoint}'"),
+]
+
+
+@pytest.mark.parametrize("label, inputs, message", CASES, ids=[c[0] for c in CASES])
+def test_refused_before_anything_is_written(label, inputs, message, host, outside):
+    inputs = {k: v.format(**outside) for k, v in inputs.items()}
+    inputs.setdefault("name", "refusal_target")
+    before = snapshot(host["roots"])
+    with pytest.raises(host["MrtiError"]) as info:
+        train(host, **inputs)
+    assert message.format(**outside) in str(info.value), f"{label}: {info.value}"
+    assert snapshot(host["roots"]) == before, f"{label}: files changed"
