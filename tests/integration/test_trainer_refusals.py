@@ -1,8 +1,8 @@
 """The trainer node's own refusals of names and resume_from values that would reach outside its folders.
 
-Through the HTTP API the host already refuses a resume_from that is not in the dropdown (tests/e2e/
-test_trainer_bad_input.py); these call the node directly, as a host without that validation would, and
-point at real, valid files outside the folders so that the refusal cannot come from a missing file.
+ComfyUI 0.3.75 does not check a V3 node's dropdown value against its options, so these values reach the
+node through the HTTP API too (tests/e2e/test_trainer_bad_input.py); here the node is called directly with
+paths to real, valid files outside the folders, so that the refusal cannot come from a missing file.
 """
 from __future__ import annotations
 

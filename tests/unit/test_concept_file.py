@@ -130,6 +130,44 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, failure, exis
         assert remaining == []
 
 
+KILLED_MID_WRITE = """
+import os, sys
+from mrti_factories import make_concept
+from mrti import atomic_write
+from mrti.concept_file import save_concept
+
+real_write = atomic_write._write_bytes
+
+def write_half_then_die(fd, data):
+    real_write(fd, data[: len(data) // 2])
+    os._exit(9)  # no exception, no finally: what a killed process leaves
+
+atomic_write._write_bytes = write_half_then_die
+save_concept(make_concept(seed=2), sys.argv[1], overwrite=True)
+"""
+
+
+def test_a_process_killed_mid_write_leaves_the_old_file_and_only_a_hidden_temp(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "jane.safetensors"
+    save_concept(make_concept(seed=1), path)
+    before = path.read_bytes()
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests / "unit"), str(tests.parent)])}
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 9, done.stderr
+    assert path.read_bytes() == before and load_concept(path).name == "jane"
+    leftovers = [p.name for p in tmp_path.iterdir() if p != path]
+    # The half-written temp stays (nobody was left to remove it) but is hidden and not a .safetensors,
+    # so no concept or checkpoint listing picks it up (tests/integration/test_trainer_faults.py).
+    assert len(leftovers) == 1 and leftovers[0].startswith(".jane.safetensors.") and leftovers[0].endswith(".tmp")
+    save_concept(make_concept(seed=3), path, overwrite=True)  # and the next save is not disturbed by it
+    assert path.read_bytes() != before
+
+
 def test_failed_publish_removes_temp_file(tmp_path, monkeypatch):
     path = tmp_path / "jane.safetensors"
 
