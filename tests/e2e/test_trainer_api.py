@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness import graphs
 from mrti.concept_file import load_concept
 from mrti.training.checkpoint import read_checkpoint
 
-INPUTS = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=3, batch_size=1, gradient_accumulation=2,
-              learning_rate=0.05, scale_lr=False, lr_schedule="constant", warmup_steps=0, templates="object",
-              custom_templates="a photo of {}", timestep_sampling="adaptive", t_min=0, t_max=999,
-              adaptive_floor=0.25, seed=1, save_every=0, resume_from="none", precision="fp32",
-              gradient_checkpointing=False, resolution=64, crop="center crop", overwrite=False)
+INPUTS = dict(steps=3, gradient_accumulation=2, timestep_sampling="adaptive", seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +24,8 @@ def training_png(server) -> str:
 
 
 def training_graph(checkpoint: str, image: str, name: str, **inputs) -> dict:
-    return {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
-        "image": {"class_type": "LoadImage", "inputs": {"image": image}},
-        "train": {"class_type": "MultiResEmbeddingTrainer", "inputs": {
-            "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "images": ["image", 0], "name": name,
-            **INPUTS, **inputs}},
-    }
+    return graphs.training(checkpoint, {"class_type": "LoadImage", "inputs": {"image": image}}, name,
+                           **{**INPUTS, **inputs})
 
 
 def test_training_run_through_the_api_writes_the_concept(server, client, tiny_checkpoints, training_png):

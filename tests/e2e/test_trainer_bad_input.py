@@ -11,26 +11,18 @@ import pytest
 from PIL import Image
 
 from mrti.concept_file import load_concept, save_concept
+from harness import graphs
 from harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 
-INPUTS = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=2, batch_size=1, gradient_accumulation=1,
-              learning_rate=0.05, scale_lr=False, lr_schedule="constant", warmup_steps=0, templates="object",
-              custom_templates="a photo of {}", timestep_sampling="uniform", t_min=0, t_max=999,
-              adaptive_floor=0.25, seed=1, save_every=1, resume_from="none", precision="fp32",
-              gradient_checkpointing=False, resolution=64, crop="center crop", overwrite=False)
+INPUTS = dict(seed=1, save_every=1)
 PICTURE = "trainer_bad_input.png"
 
 
 def graph(name: str, image: dict | None = None, **inputs) -> dict:
     """tiny SD1 checkpoint + an image source → the trainer; `image` replaces the LoadImage node."""
-    return {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd1.safetensors"}},
-        "image": image or {"class_type": "LoadImage", "inputs": {"image": PICTURE}},
-        "train": {"class_type": "MultiResEmbeddingTrainer", "inputs": {
-            "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "images": ["image", 0], "name": name,
-            **INPUTS, **inputs}},
-    }
+    image = image or {"class_type": "LoadImage", "inputs": {"image": PICTURE}}
+    return graphs.training("tiny_sd1.safetensors", image, name, **{**INPUTS, **inputs})
 
 
 @pytest.fixture(scope="module")

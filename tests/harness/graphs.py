@@ -1,6 +1,32 @@
 """API-format prompts built from the host's stock nodes, for tests and benchmarks."""
 from __future__ import annotations
 
+# Every MultiResEmbeddingTrainer input but model/clip/vae/images/name, set for a short CPU run on a tiny
+# model; tests override what they are about.
+SMALL_TRAINING = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=2, batch_size=1,
+                      gradient_accumulation=1, learning_rate=0.05, scale_lr=False, lr_schedule="constant",
+                      warmup_steps=0, templates="object", custom_templates="a photo of {}",
+                      timestep_sampling="uniform", t_min=0, t_max=999, adaptive_floor=0.25, seed=0, save_every=0,
+                      resume_from="none", precision="fp32", gradient_checkpointing=False, resolution=64,
+                      crop="center crop", overwrite=False)
+
+
+def trainer_inputs(**overrides) -> dict:
+    unknown = set(overrides) - set(SMALL_TRAINING) - {"name", "concepts"}
+    assert not unknown, f"not trainer inputs: {sorted(unknown)}"
+    return {**SMALL_TRAINING, **overrides}
+
+
+def training(checkpoint: str, image_node: dict, name: str, **inputs) -> dict:
+    """CheckpointLoaderSimple + an image source node → MultiResEmbeddingTrainer."""
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "image": image_node,
+        "train": {"class_type": "MultiResEmbeddingTrainer", "inputs": {
+            "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "images": ["image", 0],
+            **trainer_inputs(name=name, **inputs)}},
+    }
+
 
 def txt2img(checkpoint: str, positive: str = "a painting of a dog", negative: str = "", *, seed: int = 0,
             steps: int = 4, cfg: float = 5.0, sampler: str = "euler", scheduler: str = "normal",
@@ -62,14 +88,11 @@ def train_then_sample(checkpoint: str, folder: str, name: str, text: str, modes:
     graph = resolution_grid(checkpoint, ("unused", ""), text, modes, resolutions, **kwargs)
     del graph["load0"]
     graph["images"] = {"class_type": "LoadImageDataSetFromFolder", "inputs": {"folder": folder}}
+    # The reference recipe (the node's defaults), not the short test run.
     graph["train"] = {"class_type": "MultiResEmbeddingTrainer", "inputs": {
-        "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "images": ["images", 0], "name": name,
-        "init_word": "object", "num_scales": 10, "vectors_per_token": 1, "steps": train_steps, "batch_size": 1,
-        "gradient_accumulation": 4, "learning_rate": 0.0005, "scale_lr": True, "lr_schedule": "constant",
-        "warmup_steps": 0, "templates": "object", "custom_templates": "a photo of {}",
-        "timestep_sampling": "uniform", "t_min": 0, "t_max": 999, "adaptive_floor": 0.25, "seed": 0,
-        "save_every": 500, "resume_from": "none", "precision": "fp32", "gradient_checkpointing": False,
-        "resolution": train_resolution, "crop": "center crop", "overwrite": False}}
+        "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "images": ["images", 0], **trainer_inputs(
+            name=name, init_word="object", num_scales=10, steps=train_steps, gradient_accumulation=4,
+            learning_rate=0.0005, scale_lr=True, save_every=500, resolution=train_resolution)}}
     graph["pos"]["inputs"]["concepts"] = ["train", 0]
     graph["loss"] = {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}}
     graph["g_t"] = {"class_type": "PreviewImage", "inputs": {"images": ["train", 2]}}

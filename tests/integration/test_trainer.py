@@ -17,16 +17,12 @@ import torch
 from safetensors.torch import save_file
 
 from harness.demo_concepts import random_concept
+from harness.graphs import trainer_inputs
 from mrti.concept import ModelFamily
 from mrti.concept_file import load_concept, save_concept
 
 WIDTHS = {"sd1": {"clip_l": 768}, "sdxl": {"clip_l": 768, "clip_g": 1280}}
-NODE_DEFAULTS = dict(init_word="dog", num_scales=5, vectors_per_token=1, steps=3, batch_size=2,
-                     gradient_accumulation=1, learning_rate=0.05, scale_lr=False, lr_schedule="constant",
-                     warmup_steps=0, templates="object", custom_templates="a photo of {}",
-                     timestep_sampling="uniform", t_min=0, t_max=999, adaptive_floor=0.25, seed=0, save_every=0,
-                     resume_from="none", precision="fp32", gradient_checkpointing=False, resolution=64,
-                     crop="center crop", overwrite=False)
+NODE_DEFAULTS = trainer_inputs(num_scales=5, steps=3, batch_size=2, seed=0)
 
 
 def training_images(count: int = 3) -> torch.Tensor:

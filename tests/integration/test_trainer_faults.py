@@ -15,16 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.graphs import trainer_inputs
+
 from mrti.concept_file import load_concept
 from mrti.training.checkpoint import read_checkpoint
 
 TOTAL = 12
-SETTINGS = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=TOTAL, batch_size=1,
-                gradient_accumulation=1, learning_rate=0.05, scale_lr=False, lr_schedule="constant",
-                warmup_steps=0, templates="object", custom_templates="a photo of {}",
-                timestep_sampling="adaptive", t_min=0, t_max=999, adaptive_floor=0.25, seed=9, save_every=3,
-                resume_from="none", precision="fp32", gradient_checkpointing=False, resolution=64,
-                crop="center crop", overwrite=False)
+SETTINGS = trainer_inputs(steps=TOTAL, timestep_sampling="adaptive", seed=9, save_every=3)
 # On the CPU a resumed run repeats the very same kernels on the very same inputs, so the two agree
 # exactly; the bound leaves room for other devices' reductions only.
 TOLERANCE = 1e-6

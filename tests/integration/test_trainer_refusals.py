@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-INPUTS = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=1, batch_size=1, gradient_accumulation=1,
-              learning_rate=0.05, scale_lr=False, lr_schedule="constant", warmup_steps=0, templates="object",
-              custom_templates="a photo of {}", timestep_sampling="uniform", t_min=0, t_max=999,
-              adaptive_floor=0.25, seed=0, save_every=1, resume_from="none", precision="fp32",
-              gradient_checkpointing=False, resolution=64, crop="center crop", overwrite=True)
+from harness.graphs import trainer_inputs
+
+INPUTS = trainer_inputs(steps=1, save_every=1, overwrite=True)
 
 
 @pytest.fixture(scope="module")
