@@ -74,3 +74,12 @@ def test_refused_before_anything_is_written(label, inputs, message, host, outsid
         train(host, **inputs)
     assert message.format(**outside) in str(info.value), f"{label}: {info.value}"
     assert snapshot(host["roots"]) == before, f"{label}: files changed"
+
+
+def test_a_list_where_one_value_belongs_is_refused(host):
+    # The node takes its inputs as lists (so a dataset loader's image list is one run); only images may
+    # hold several items.
+    before = snapshot(host["roots"])
+    with pytest.raises(host["MrtiError"], match=r"^name: got a list of 2 values; the trainer takes one name per run"):
+        train(host, name=["list_a", "list_b"])
+    assert snapshot(host["roots"]) == before
