@@ -13,6 +13,7 @@ a GPU) and the ratios.
 
     python bench/train_throughput.py                    # full SD1.5 at 256 px (checkpoint built once, ~2 GB)
     python bench/train_throughput.py --tiny --steps 3   # quick check on the tiny test model
+    python bench/train_throughput.py --size 512 --precision bf16   # on a GPU: the trainer's own best settings
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, default=256, help="training resolution in pixels (default 256)")
     parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     parser.add_argument("--num-scales", type=int, default=10, help="N (default 10)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="the trainer's compute precision (default fp32; on a GPU its best is bf16); "
+                             "the baseline stays fp32 like the reference")
     parser.add_argument("--variants", default="trainer,baseline", help="which to run (default both)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -140,7 +144,7 @@ def trainer_loop(package, model, clip, vae, pixels, opts, total_steps: int) -> l
     config = package.mrti.training.config.TrainingConfig(
         name="bench", init_word="dog", templates=(TEMPLATE,), num_scales=opts.num_scales, steps=total_steps,
         batch_size=opts.batch, gradient_accumulation=1, learning_rate=5e-4, scale_lr=False, seed=0, save_every=0,
-        resolution=opts.size, precision="fp32")
+        resolution=opts.size, precision=opts.precision)
     result = package.nodes.train_run.run_training(model, clip, vae, pixels, config, overwrite=True)
     return result.step_seconds
 
@@ -213,7 +217,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"the {variant} run failed (exit {proc.returncode})")
         results[variant] = json.loads(lines[-1][len("RESULT "):])
     gib = 1024 ** 3
-    print(f"model {checkpoint.name}, {opts.size} px, batch {opts.batch}, N {opts.num_scales}, fp32, "
+    print(f"model {checkpoint.name}, {opts.size} px, batch {opts.batch}, N {opts.num_scales}, "
+          f"trainer {opts.precision}, baseline fp32, "
           f"{opts.warmup} warm-up + {opts.steps} timed steps, device {next(iter(results.values()))['device']}")
     for name, r in results.items():
         cuda = f", CUDA peak {r['cuda_peak'] / gib:.2f} GiB" if r["cuda_peak"] is not None else ""
