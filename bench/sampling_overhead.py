@@ -47,7 +47,7 @@ def main() -> None:
 
     ckpt = checkpoints.get("bench", checkpoints["sd1"]).name
     model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt)
-    encoders = package.nodes.prompt_encoding.text_encoders(clip)
+    encoders = package.nodes.clip_slots.text_encoders(clip)
     widths = {key: tok.embedding_size for key, tok in encoders.items()}
     concept = random_concept("jane", family_for_widths(widths), num_scales=10, seed=1, scale=0.5)
     folder = base / "models" / "multires_embeddings"

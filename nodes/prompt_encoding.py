@@ -7,7 +7,6 @@ span of timesteps, scheduled with `start_percent`/`end_percent`.
 """
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping
 
@@ -20,22 +19,11 @@ from ..mrti.errors import MrtiError
 from ..mrti.prompt_syntax import Mode, Resolution, ResolvedTag, parse_prompt, resolve_tags
 from ..mrti.schedule import TokenState, distinct_states, materialize, state_spans
 from ..mrti.step_ranges import progress_range
+from .clip_slots import clip_with_slots, text_encoders
 
 log = logging.getLogger(__name__)
 
 _SLOT = "mrti_slot_{}_"
-
-
-def text_encoders(clip) -> dict[str, comfy.sd1_clip.SDTokenizer]:
-    """The model's CLIP-style sub-tokenizers by encoder key ("clip_l", "clip_g", "clip_h", …)."""
-    found = {}
-    for value in vars(clip.tokenizer).values():
-        if isinstance(value, comfy.sd1_clip.SDTokenizer):
-            found[value.embedding_key] = value
-    if not found:
-        raise MrtiError(f"this CLIP ({type(clip.tokenizer).__name__}) has no CLIP-style tokenizer that "
-                        "multires embeddings can be used with")
-    return found
 
 
 def concept_vectors(concept: Concept, encoders: Mapping[str, comfy.sd1_clip.SDTokenizer]) -> dict[str, torch.Tensor]:
@@ -59,31 +47,6 @@ def concept_vectors(concept: Concept, encoders: Mapping[str, comfy.sd1_clip.SDTo
                             f"this model's {key} expects width {tokenizer.embedding_size}")
         out[key] = tensor
     return out
-
-
-def _with_slots(clip, encoders, slots: dict[str, dict[str, torch.Tensor]]):
-    """A clone of `clip` whose tokenizer resolves `embedding:mrti_slot_i_` to the given vectors."""
-    tokenizer = copy.copy(clip.tokenizer)
-    for attr, value in vars(clip.tokenizer).items():
-        if not isinstance(value, comfy.sd1_clip.SDTokenizer):
-            continue
-        sub = copy.copy(value)
-        original = value._try_get_embedding
-        key = value.embedding_key
-
-        def lookup(embedding_name: str, _original=original, _key=key):
-            words = embedding_name.split()
-            if words and words[0] in slots:
-                return slots[words[0]][_key], " ".join(words[1:])
-            return _original(embedding_name)
-
-        sub._try_get_embedding = lookup
-        if sub.embedding_directory is None:  # the host skips `embedding:` words entirely without one
-            sub.embedding_directory = []
-        setattr(tokenizer, attr, sub)
-    clone = clip.clone()
-    clone.tokenizer = tokenizer
-    return clone
 
 
 def _substituted_text(segments) -> str:
@@ -114,7 +77,7 @@ def encode_schedule(clip, concepts: ConceptSet, text: str, default_mode: Mode, d
             _SLOT.format(i): {key: materialize(state, vectors[tag.name][key]) for key in encoders}
             for i, (tag, state) in enumerate(zip(tags, states))
         }
-        encoder = _with_slots(clip, encoders, slots)
+        encoder = clip_with_slots(clip, lambda key, word, _slots=slots: _slots.get(word, {}).get(key))
         encoded[states] = encoder.encode_from_tokens_scheduled(encoder.tokenize(substituted))
 
     if len(spans) == 1:

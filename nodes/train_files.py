@@ -5,13 +5,12 @@ Checkpoints stay out of the models folder so that the loader's list shows only f
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import folder_paths
 
 from ..mrti.errors import ConceptFileError, MrtiError
-from ..mrti.training.checkpoint import is_checkpoint
+from ..mrti.training.checkpoint import checkpoint_step
 from . import model_folders
 
 CHECKPOINT_FOLDER = "multires_training"
@@ -19,7 +18,6 @@ NONE = "none"
 LATEST = "latest checkpoint"
 CHECKPOINT_PREFIX = "checkpoint: "
 CONCEPT_PREFIX = "concept: "
-_STEP_RE = re.compile(r"-step(\d+)\.safetensors$")
 
 
 def concept_path(name: str) -> Path:
@@ -38,14 +36,15 @@ def checkpoint_path(name: str, step: int) -> Path:
 
 
 def _checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints in `folder`, oldest step first; the step comes from each file's header."""
     if not folder.is_dir():
         return []
-    found = [p for p in folder.glob("*.safetensors") if _STEP_RE.search(p.name)]
-    return sorted(found, key=lambda p: (int(_STEP_RE.search(p.name).group(1)), p.name))
+    steps = {p: checkpoint_step(p) for p in folder.glob("*.safetensors")}
+    return sorted((p for p, step in steps.items() if step is not None), key=lambda p: (steps[p], p.name))
 
 
 def latest_checkpoint(name: str) -> Path | None:
-    found = [p for p in _checkpoints(checkpoint_root() / name) if is_checkpoint(p)]
+    found = _checkpoints(checkpoint_root() / name)
     return found[-1] if found else None
 
 

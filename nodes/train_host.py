@@ -8,7 +8,6 @@ the conditioning the model's own ``extra_conds`` builds, so SDXL gets its pooled
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 
@@ -16,35 +15,19 @@ import torch
 
 import comfy.model_sampling
 import comfy.patcher_extension
-import comfy.sd1_clip
 
 from ..mrti.errors import MrtiError
 from ..mrti.training.loop import Example
 from ..mrti.training.templates import fill
+from .clip_slots import clip_with_slots, encoder_widths, text_encoders
 
 SLOT = "mrti_train_slot"
-
-
-def sub_tokenizers(clip) -> dict[str, tuple[str, comfy.sd1_clip.SDTokenizer]]:
-    """encoder key ("clip_l", "clip_g", ...) -> (attribute on clip.tokenizer, CLIP-style tokenizer)."""
-    found = {}
-    for attr, value in vars(clip.tokenizer).items():
-        if isinstance(value, comfy.sd1_clip.SDTokenizer):
-            found[value.embedding_key] = (attr, value)
-    if not found:
-        raise MrtiError(f"clip: this text encoder ({type(clip.tokenizer).__name__}) has no CLIP-style tokenizer; "
-                        "multires concepts can be trained for SD1.x, SD2.x and SDXL")
-    return found
-
-
-def encoder_widths(clip) -> dict[str, int]:
-    return {key: tok.embedding_size for key, (_, tok) in sub_tokenizers(clip).items()}
 
 
 def init_vectors(clip, word: str, vectors_per_token: int) -> dict[str, torch.Tensor]:
     """The input embedding of ``word`` in every text encoder, as ``[V, width]`` (V identical rows)."""
     out = {}
-    for key, (_, tokenizer) in sub_tokenizers(clip).items():
+    for key, tokenizer in text_encoders(clip).items():
         ids = tokenizer.tokenizer(word)["input_ids"]
         inner = ids[tokenizer.tokens_start:-1] if tokenizer.tokenizer_adds_end_token else ids[tokenizer.tokens_start:]
         if len(inner) != 1:
@@ -69,25 +52,8 @@ class PromptTokens:
 
     def __init__(self, clip, templates: Sequence[str], vectors_per_token: int) -> None:
         self.clip = clip
-        tokenizers = sub_tokenizers(clip)
-        markers = {key: torch.zeros(vectors_per_token, tok.embedding_size) for key, (_, tok) in tokenizers.items()}
-        tokenizer = copy.copy(clip.tokenizer)
-        for key, (attr, sub) in tokenizers.items():
-            clone = copy.copy(sub)
-            original = sub._try_get_embedding
-
-            def lookup(name: str, _key=key, _original=original):
-                words = name.split()
-                if words and words[0] == SLOT:
-                    return markers[_key], " ".join(words[1:])
-                return _original(name)
-
-            clone._try_get_embedding = lookup
-            if clone.embedding_directory is None:  # without one the host skips `embedding:` words
-                clone.embedding_directory = []
-            setattr(tokenizer, attr, clone)
-        encoder = clip.clone()
-        encoder.tokenizer = tokenizer
+        markers = {key: torch.zeros(vectors_per_token, width) for key, width in encoder_widths(clip).items()}
+        encoder = clip_with_slots(clip, lambda key, word: markers[key] if word == SLOT else None)
         self.tokens = []
         self.slots = []  # per template: [(section key, chunk, position, encoder key, vector index)]
         for template in templates:

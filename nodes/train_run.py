@@ -22,7 +22,8 @@ from ..mrti.training.images import prepare_images
 from ..mrti.training.loop import LoopHooks, StepReport, TrainingLoop, TrainingState, new_state
 from ..mrti.training.plots import gradient_image, loss_curve_image
 from . import train_files
-from .train_host import HostObjective, PromptTokens, encoder_widths, init_vectors
+from .clip_slots import encoder_widths
+from .train_host import HostObjective, PromptTokens, init_vectors
 from .train_patches import frozen, gradient_checkpointing, make_autograd_safe, out_of_place_clip
 
 log = logging.getLogger(__name__)

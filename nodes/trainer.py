@@ -126,8 +126,7 @@ class MultiResEmbeddingTrainer(io.ComfyNode):
             name=settings.pop("name").strip(), init_word=settings.pop("init_word").strip(),
             templates=templates_for(templates, settings.pop("custom_templates")), template_kind=templates,
             **settings).validate()
-        base = _single("concepts", concepts) if concepts else None
-        base = base if base is not None else ConceptSet.empty()
+        base = (_single("concepts", concepts) if concepts else None) or ConceptSet.empty()
         if config.name in base:
             raise MrtiError(f"name: a concept named {config.name!r} is already among the incoming concepts")
         hidden = getattr(cls, "hidden", None)

@@ -3,7 +3,7 @@
 The host supplies the model side as an ``Objective`` (see ``loop.py``); everything here runs on plain
 torch, so it is tested without ComfyUI.
 """
-from .checkpoint import CheckpointData, is_checkpoint, read_checkpoint, restore_state, save_checkpoint
+from .checkpoint import CheckpointData, checkpoint_step, read_checkpoint, restore_state, save_checkpoint
 from .config import LR_SCHEDULES, PRECISIONS, TIMESTEP_SAMPLING, TRAJECTORY_KEYS, TrainingConfig, lr_factor
 from .images import prepare_images
 from .loop import (
@@ -26,6 +26,6 @@ __all__ = [
     "TEMPLATE_KINDS", "TIMESTEP_SAMPLING", "TRAJECTORY_KEYS", "AdaptiveSampler", "CheckpointData", "Example",
     "GradientBands", "LoopHooks", "LossScaler", "Objective", "StepReport", "TrainingConfig",
     "TrainingDiverged", "TrainingLoop", "TrainingState", "adaptive_probabilities", "band_of",
-    "gradient_image", "is_checkpoint", "loss_curve_image", "lr_factor", "new_state", "prepare_images",
+    "checkpoint_step", "gradient_image", "loss_curve_image", "lr_factor", "new_state", "prepare_images",
     "read_checkpoint", "restore_state", "save_checkpoint", "templates_for",
 ]

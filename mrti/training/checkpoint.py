@@ -72,12 +72,16 @@ def save_checkpoint(path: str | PathLike[str], state: TrainingState, *, name: st
     return target
 
 
-def is_checkpoint(path: str | PathLike[str]) -> bool:
+def checkpoint_step(path: str | PathLike[str]) -> int | None:
+    """The step a checkpoint holds, read from its header alone; None for any other file."""
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return KEY_VERSION in (handle.metadata() or {})
-    except Exception:  # not a safetensors file at all
-        return False
+            metadata = handle.metadata() or {}
+        if metadata.get(KEY_VERSION) != str(CHECKPOINT_VERSION):
+            return None
+        return int(json.loads(metadata[KEY_DATA])["step"])
+    except Exception:  # not a safetensors file, or not one of our checkpoints
+        return None
 
 
 def read_checkpoint(path: str | PathLike[str]) -> CheckpointData:

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from mrti.errors import ConceptFileError, MrtiError
-from mrti.training.checkpoint import is_checkpoint, read_checkpoint, restore_state, save_checkpoint
+from mrti.training.checkpoint import checkpoint_step, read_checkpoint, restore_state, save_checkpoint
 from mrti.training.config import TrainingConfig
 from mrti.training.loop import LoopHooks, TrainingDiverged, TrainingLoop, new_state
 
@@ -202,7 +202,7 @@ def test_checkpoint_file_is_safetensors_with_json(tmp_path):
     loop.run()
     path = save_checkpoint(tmp_path / "c.safetensors", loop.state, name="toy", init_word="cat",
                            base_family="sdxl", settings=cfg.settings())
-    assert is_checkpoint(path)
+    assert checkpoint_step(path) == 2
     with safe_open(str(path), framework="pt") as handle:
         keys = set(handle.keys())
         data = json.loads(handle.metadata()["mrti.checkpoint"])
@@ -223,7 +223,7 @@ def test_bad_checkpoints_name_the_file(tmp_path):
     junk.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
     with pytest.raises(ConceptFileError, match="junk.safetensors"):
         read_checkpoint(junk)
-    assert not is_checkpoint(junk)
+    assert checkpoint_step(junk) is None
     from safetensors.torch import save_file
     plain = tmp_path / "plain.safetensors"
     save_file({"clip_l": torch.zeros(1, 1, 4)}, str(plain))
