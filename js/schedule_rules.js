@@ -1,4 +1,4 @@
-// The tag grammar and METHOD.md's schedule rules, for drawing on the node while the user types.
+// The tag grammar and docs/method.md's schedule rules, for drawing on the node while the user types.
 // Mirrors mrti/prompt_syntax.py and mrti/schedule.py; tests/e2e/test_js_rules.py checks the two agree on
 // a table of prompts. Exact arithmetic (BigInt) so that bucket edges fall where Python puts them.
 
@@ -132,7 +132,7 @@ function embeddingForTime(digits, n, interpolate) {
   return { kind: "blend", lower, upper: lower + 1, weight: Number(rest) / Number(pDen) };
 }
 
-// The state of a resolved tag's token at integer timestep t (METHOD.md's table).
+// The state of a resolved tag's token at integer timestep t (docs/method.md's table).
 export function stateAt(tag, t, interpolate = false) {
   const n = tag.numScales;
   const b = bucketOf(t, n);

@@ -1,4 +1,4 @@
-"""Which embedding each concept tag uses at each diffusion timestep (the table in METHOD.md).
+"""Which embedding each concept tag uses at each diffusion timestep (the table in docs/method.md).
 
 Timesteps are the model's discrete steps, integers in ``range(1000)``; ``t = 999`` is pure noise.
 Arithmetic on bucket edges is exact (integers and ``Fraction``), because a sampler step can land

@@ -10,7 +10,7 @@ there, whatever the model's sigmas are.
 A scheduler can ask for a step exactly on such a midpoint (the `normal` scheduler does at `t = 499.5`
 for any odd number of steps). Both neighbouring entries would be active there and the host would average
 two states, so the lower span starts a hair below the midpoint: ties go to the upper span, the one the
-floor rule of METHOD.md gives for the SD schedules' rounding at `t = 500`.
+floor rule of docs/method.md gives for the SD schedules' rounding at `t = 500`.
 """
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def _substituted_text(segments) -> str:
 
 def encode_schedule(clip, concepts: ConceptSet, text: str, default_mode: Mode, default_resolution: Resolution,
                     interpolate: bool) -> list:
-    """CONDITIONING for `text` whose concept tags follow METHOD.md's rules at every sampler step."""
+    """CONDITIONING for `text` whose concept tags follow docs/method.md's rules at every sampler step."""
     parsed = parse_prompt(text)
     tags: tuple[ResolvedTag, ...] = resolve_tags(parsed, concepts.num_scales_by_name(), default_mode,
                                                  default_resolution)

@@ -1,6 +1,8 @@
-"""Seeded random concepts in our format, shaped for the tiny models (and for real SD1/SDXL models)."""
+"""Concepts and training pictures for the dev server and the tests: seeded random concepts shaped for the
+tiny models (and for real SD1/SDXL models), and the toy world's trained demo concept and pictures."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,11 @@ from PIL import Image
 
 from mrti.concept import Concept, ConceptInfo, ModelFamily
 from mrti.concept_file import save_concept
+from toyworld import concepts as toy_concepts
+
+# Trained on the toy-world model from four pictures of toy_concepts.CONCEPTS[DEMO_CONCEPT] (see the README).
+DEMO_CONCEPT = "ycs"
+TOY_DEMO_CONCEPT = Path(toy_concepts.__file__).resolve().parent / "demo_concept.safetensors"
 
 TRAINING_FOLDER = "my_concept"  # the subfolder of ComfyUI's input folder the train_then_sample workflow reads
 
@@ -26,27 +33,27 @@ def random_concept(name: str, family: ModelFamily = ModelFamily.SD1, num_scales:
 
 
 def write_demo_concepts(folder: Path) -> list[Path]:
-    """`demo.safetensors` (SD1) and `demo_xl.safetensors` (SDXL), written once; never overwritten."""
+    """`demo.safetensors` (SD1: the toy world's trained demo concept) and `demo_xl.safetensors` (SDXL,
+    random), written once; never overwritten."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, family in (("demo", ModelFamily.SD1), ("demo_xl", ModelFamily.SDXL)):
-        path = folder / f"{name}.safetensors"
-        if not path.exists():
-            save_concept(random_concept(name, family), path)
-        written.append(path)
-    return written
+    demo, demo_xl = folder / "demo.safetensors", folder / "demo_xl.safetensors"
+    if not demo.exists():
+        shutil.copyfile(TOY_DEMO_CONCEPT, demo)
+    if not demo_xl.exists():
+        save_concept(random_concept("demo_xl", ModelFamily.SDXL), demo_xl)
+    return [demo, demo_xl]
 
 
 def write_training_images(input_dir: Path, count: int = 4) -> Path:
-    """A few small, different pictures in input/<TRAINING_FOLDER>, so the workflow's folder choice exists.
+    """`count` toy-world pictures of one concept (toy_concepts.CONCEPTS["gtc"], an object no training
+    caption names) in input/<TRAINING_FOLDER>, for the train_then_sample workflow.
 
     An existing folder is left alone: it may hold someone's own training pictures."""
     folder = input_dir / TRAINING_FOLDER
     if folder.exists():
         return folder
     folder.mkdir(parents=True)
-    for i in range(count):
-        y, x = np.mgrid[0:96, 0:80 + 16 * i]
-        pixels = np.stack([(x * (i + 2)) % 256, (y * 3) % 256, ((x + y) * (i + 1)) % 256], -1).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"view{i}.png")
+    pictures = toy_concepts.pictures(toy_concepts.CONCEPTS["gtc"], count)
+    for i, picture in enumerate(pictures):
+        Image.fromarray((picture.numpy() * 255).round().astype(np.uint8)).save(folder / f"view{i}.png")
     return folder

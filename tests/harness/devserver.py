@@ -1,5 +1,5 @@
-"""Start a real ComfyUI with this package, the tiny models, a demo concept and a folder of training images
-(scripts/serve.sh)."""
+"""Start a real ComfyUI with this package, the toy-world model (toyworld/), the tiny models, a demo concept
+trained on the toy world and a folder of toy-world training pictures (scripts/serve.sh)."""
 from __future__ import annotations
 
 import argparse

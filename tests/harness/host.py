@@ -34,8 +34,18 @@ def boot(base: Path) -> Path:
     import utils.extra_config  # noqa: F401
 
     tiny_models.register()
+    _register_toy_world()
     _booted = base
     return base
+
+
+def _register_toy_world() -> None:
+    repo = str(comfy_runtime.REPO_ROOT)
+    if repo not in sys.path:
+        sys.path.append(repo)
+    from toyworld import model as toyworld_model
+
+    toyworld_model.register()
 
 
 def load_package(base: Path, checkpoints: dict[str, Path]):

@@ -25,13 +25,17 @@ from pathlib import Path
 from . import comfy_runtime
 
 PACKAGE_LINK_NAME = "multires_textual_inversion"
+TOY_WORLD_CHECKPOINT = comfy_runtime.REPO_ROOT / "toyworld" / "toyworld_sd1.safetensors"
 
 _TINY_NODE_MODULE = '''\
-"""Test-only: registers the tiny SD1/SDXL model configs (written by tests/harness/server.py)."""
+"""Test-only: registers the tiny SD1/SDXL model configs and the toy-world model's (written by
+tests/harness/server.py)."""
 import sys
-sys.path.insert(0, {tests_dir!r})
+sys.path[:0] = [{tests_dir!r}, {repo_dir!r}]
 from harness import tiny_models
+from toyworld import model as toyworld_model
 tiny_models.register()
+toyworld_model.register()
 NODE_CLASS_MAPPINGS = {{}}
 '''
 _PROBE_NODES_LINE = "from harness.probe_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS\n"
@@ -46,7 +50,7 @@ def free_port() -> int:
 def prepare_base_directory(base: Path, checkpoints: dict[str, Path], workflows: Path | None = None, *,
                            probe_nodes: bool = False) -> Path:
     """Lay out a ComfyUI base directory: this package and the tiny-model module in custom_nodes, the
-    checkpoints linked into models/checkpoints. Existing files in `base` are left alone. `probe_nodes`
+    checkpoints and the toy-world model linked into models/checkpoints. Existing files in `base` are left alone. `probe_nodes`
     adds the test-only nodes of `probe_nodes.py` to the tiny-model module."""
     custom_nodes = base / "custom_nodes"
     custom_nodes.mkdir(parents=True, exist_ok=True)
@@ -54,14 +58,14 @@ def prepare_base_directory(base: Path, checkpoints: dict[str, Path], workflows: 
     if not link.exists():
         link.symlink_to(comfy_runtime.REPO_ROOT, target_is_directory=True)
     tests_dir = str(comfy_runtime.REPO_ROOT / "tests")
-    module = _TINY_NODE_MODULE.format(tests_dir=tests_dir) + (_PROBE_NODES_LINE if probe_nodes else "")
+    module = _TINY_NODE_MODULE.format(tests_dir=tests_dir, repo_dir=str(comfy_runtime.REPO_ROOT)) + (_PROBE_NODES_LINE if probe_nodes else "")
     (custom_nodes / "mrti_tiny_models.py").write_text(module)
     ckpt_dir = base / "models" / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for path in checkpoints.values():
+    for path in [*checkpoints.values(), TOY_WORLD_CHECKPOINT]:
         target = ckpt_dir / path.name
-        if not target.exists():
-            target.symlink_to(path)
+        if not os.path.lexists(target):
+            target.symlink_to(Path(path).resolve())
     for sub in ("input", "output", "temp", "user/default", "models/multires_embeddings"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     settings = base / "user" / "default" / "comfy.settings.json"

@@ -1,6 +1,6 @@
 """Recording what the diffusion model receives, and an independent reference for what it should receive.
 
-`expected_state` states METHOD.md's table afresh (deliberately not through `mrti.schedule`), and
+`expected_state` states docs/method.md's table afresh (deliberately not through `mrti.schedule`), and
 `StockReference` encodes a prompt with those states using only stock parts: each state's vectors are
 written as an ordinary textual-inversion file into the host's embeddings folder and the prompt goes
 through the stock CLIPTextEncode.
@@ -22,7 +22,7 @@ def tag(name: str, mode: str, resolution: str) -> str:
 
 
 def expected_state(mode: str, resolution: str, t: int, n: int) -> tuple:
-    """("e", i) or ("zero",) for a tag at integer timestep t, straight from METHOD.md."""
+    """("e", i) or ("zero",) for a tag at integer timestep t, straight from docs/method.md."""
     b = min(t * n // 1000, n - 1)
     if "." not in resolution:
         i = int(resolution)

@@ -22,7 +22,8 @@ from PIL import Image  # noqa: E402
 from harness import comfy_runtime, graphs, host, tiny_models  # noqa: E402
 from harness.browser import Browser, open_comfyui  # noqa: E402
 from harness.demo_concepts import TRAINING_FOLDER, write_demo_concepts, write_training_images  # noqa: E402
-from harness.server import ComfyClient, ComfyServer, prepare_base_directory  # noqa: E402
+from harness.server import TOY_WORLD_CHECKPOINT, ComfyClient, ComfyServer, prepare_base_directory  # noqa: E402
+from toyworld import concepts, world  # noqa: E402
 
 
 
@@ -42,11 +43,15 @@ SCALES = {"train_then_sample": 0.6}  # its trainer node is tall
 SD1 = "v1-5-pruned-emaonly-fp16.safetensors"  # what most users have; tests swap in the tiny models
 SDXL = "sd_xl_base_1.0.safetensors"
 TINY = {SD1: "tiny_sd1.safetensors", SDXL: "tiny_sdxl.safetensors"}
+# The SD1 workflows ship on the toy-world model, so they run as shipped on the demo server and show
+# something learned; with a real SD1.5 model, pick it in the loader and use 512 px and your own words.
+TOY = TOY_WORLD_CHECKPOINT.name
+TOY_TRAINING = concepts.TrainingRecipe()
 
 
 def sampling() -> dict:
-    return graphs.multires_txt2img(SD1, [("demo.safetensors", "")], "a painting of a dog in the style of <demo(3)>",
-                                   steps=20, size=512, prefix="multires")
+    return graphs.multires_txt2img(TOY, [("demo.safetensors", "")], "a photo of <demo[0]>",
+                                   steps=20, size=world.SIZE, prefix="multires")
 
 
 def sampling_sdxl() -> dict:
@@ -57,22 +62,27 @@ def sampling_sdxl() -> dict:
 
 def two_concepts() -> dict:
     """The paper's Figure 2: one concept's coarse structure, another's fine detail."""
-    return graphs.multires_txt2img(SD1, [("demo.safetensors", "layout"), ("demo.safetensors", "texture")],
-                                   "a photo of <layout(5)> made of <texture|0|>", steps=20, size=512,
+    return graphs.multires_txt2img(TOY, [("demo.safetensors", "layout"), ("demo.safetensors", "texture")],
+                                   "a photo of <layout(5)> with <texture|0|>", steps=20, size=world.SIZE,
                                    prefix="multires_two")
 
 
 def resolution_grid() -> dict:
     """The paper's Figure 3: rows are modes, columns resolutions."""
-    return graphs.resolution_grid(SD1, ("demo.safetensors", ""), "a painting of a dog in the style of <demo>",
-                                  "fixed, semi, fully", "0, 3, 5, 7, 9", steps=20, size=512, prefix="multires_grid")
+    return graphs.resolution_grid(TOY, ("demo.safetensors", ""), "a photo of <demo>",
+                                  "fixed, semi, fully", "0, 3, 5, 7, 9", steps=20, size=world.SIZE,
+                                  prefix="multires_grid")
 
 
 def train_then_sample() -> dict:
     """Train a concept from a folder of images, then render it in all three modes at four resolutions."""
-    return graphs.train_then_sample(SD1, TRAINING_FOLDER, "my_concept", "a painting of <my_concept>",
-                                    "fixed, semi, fully", "0, 3, 6, 9", steps=20, size=512,
-                                    prefix="multires_trained")
+    graph = graphs.train_then_sample(TOY, TRAINING_FOLDER, "my_concept", "a photo of <my_concept>",
+                                     "fixed, semi, fully", "0, 3, 6, 9", steps=20, size=world.SIZE,
+                                     prefix="multires_trained")
+    recipe = TOY_TRAINING.inputs("my_concept")
+    graph["train"]["inputs"].update({k: recipe[k] for k in (
+        "init_word", "steps", "learning_rate", "scale_lr", "resolution", "gradient_accumulation")}, save_every=50)
+    return graph
 
 
 WORKFLOWS = {"multires_sampling": sampling, "multires_sampling_sdxl": sampling_sdxl,
@@ -138,14 +148,15 @@ PICTURES = {"multires_sampling": ROOT / "docs/images/sampling_graph.png",
 
 
 def training_charts(server: ComfyServer) -> None:
-    """The trainer's own loss and g(t) outputs from a short run on the tiny model, for the README."""
-    graph = graphs.train_then_sample(TINY[SD1], TRAINING_FOLDER, "chart_run", "a painting of <chart_run>",
-                                     "fully", "0", train_steps=150, train_resolution=64, steps=2, size=64)
-    graph["train"]["inputs"].update(timestep_sampling="adaptive", learning_rate=0.005, save_every=0)
+    """The trainer's own loss and g(t) outputs from the train_then_sample run on the toy-world model, and
+    its grid of the trained concept, for the README."""
+    graph = train_then_sample()
+    graph["train"]["inputs"].update(name="chart_run", save_every=0)
+    graph["pos"]["inputs"]["text"] = "a photo of <chart_run>"
     result = ComfyClient(server.url).run(graph, timeout=1800)
     if not result.ok:
         raise SystemExit(result.error_message())
-    for key, picture in (("loss", "loss_curve.png"), ("g_t", "g_t.png")):
+    for key, picture in (("loss", "loss_curve.png"), ("g_t", "g_t.png"), ("save", "trained_grid.png")):
         image = result.history["outputs"][key]["images"][0]
         shutil.copyfile(server.base / image["type"] / image["subfolder"] / image["filename"],
                         ROOT / "docs/images" / picture)

@@ -1,5 +1,5 @@
 """At every sampler step the context the diffusion model receives equals an independent encoding of the
-prompt with the token states METHOD.md gives for that step's timestep (see harness/step_recorder.py)."""
+prompt with the token states docs/method.md gives for that step's timestep (see harness/step_recorder.py)."""
 from __future__ import annotations
 
 import pytest

@@ -29,7 +29,7 @@ def resolved(mode: Mode, resolution, n: int) -> ResolvedTag:
     return ResolvedTag("S", mode, resolution, n, f"<S {mode.value} {resolution}>")
 
 
-# ---- an independent, deliberately naive reading of METHOD.md ---------------------------------
+# ---- an independent, deliberately naive reading of docs/method.md ---------------------------------
 
 def naive_bucket(t: int, n: int) -> int:
     # The i with i*1000 <= t*n < (i+1)*1000, clipped.
