@@ -1,9 +1,12 @@
 """The trainer learns: on the toy-world model, through the real server's HTTP API, a short training run on
-four pictures of an object no training caption names makes `<S|0|>` draw that object, where the init word
-draws something else.
+four pictures of an object no training caption names makes the concept's tag draw that object's coarse
+look, where the init word draws something else.
 
-The attribute reader (toyworld/reader.py) reads the saved pictures; the margins below were measured over
-several training and sampling seeds (README, "The toy world").
+The tag is `<S[0]>`, every bucket its own embedding. `<S|0|>` is not a fair probe of learning: its finest
+embedding, trained only on the last tenth of the noise levels, carries almost none of the coarse look
+(measured in the README, "Training a concept on it"). The attribute reader (toyworld/reader.py) reads the
+saved pictures. Measured over three training seeds at 120 steps: the init word matches 12 % of the coarse
+attributes, the trained tag 69 … 91 %.
 """
 from __future__ import annotations
 
@@ -57,8 +60,8 @@ def test_a_short_training_run_makes_the_tag_draw_the_concept(server, client):
     assert trained.ok, trained.error_message()
 
     before = client.run(sample_graph(f"a photo of a {concepts.INIT_WORD}", 1, None))
-    after = client.run(sample_graph(f"a photo of <{name}|0|>", 1, f"{name}.safetensors"))
+    after = client.run(sample_graph(f"a photo of <{name}[0]>", 1, f"{name}.safetensors"))
     assert before.ok and after.ok, (before.error_message(), after.error_message())
     init_match = coarse_match(read_images(server, before), truth)
     trained_match = coarse_match(read_images(server, after), truth)
-    assert trained_match >= init_match + 0.3 and trained_match >= 0.6, (init_match, trained_match)
+    assert trained_match >= init_match + 0.4 and trained_match >= 0.6, (init_match, trained_match)

@@ -1,5 +1,8 @@
-"""Start a real ComfyUI with this package, the toy-world model (toyworld/), the tiny models, a demo concept
-trained on the toy world and a folder of toy-world training pictures (scripts/serve.sh)."""
+"""Start a real ComfyUI with this package, the toy-world model (toyworld/), a demo concept trained on it and a
+folder of toy-world training pictures (scripts/serve.sh).
+
+The toy-world model is the only checkpoint, so the editor's default graph and the SD1 example workflows
+load it; the tiny random models are for tests and stay out of the demo's model list."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +12,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
-from harness import comfy_runtime, host, tiny_models  # noqa: E402
+from harness import comfy_runtime  # noqa: E402
 from harness.demo_concepts import write_demo_concepts, write_training_images  # noqa: E402
 from harness.server import ComfyServer, prepare_base_directory  # noqa: E402
 
@@ -25,9 +28,7 @@ def main() -> int:
                         help="ComfyUI base directory (models, custom_nodes, input, output)")
     opts = parser.parse_args()
 
-    host.boot(opts.base / "build")  # the tiny checkpoints are built with the host's own classes
-    checkpoints = tiny_models.ensure_checkpoints(comfy_runtime.cache_dir() / "tiny-models")
-    base = prepare_base_directory(opts.base, checkpoints)
+    base = prepare_base_directory(opts.base, {})
     write_demo_concepts(base / "models" / "multires_embeddings")
     write_training_images(base / "input")  # for the train_then_sample workflow
 
