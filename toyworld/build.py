@@ -1,6 +1,6 @@
 """Build the toy-world checkpoint from nothing: pictures, autoencoder, text encoder, UNet.
 
-    .venv/bin/python -m toyworld.build            # about an hour on a 2-core CPU
+    .venv/bin/python -m toyworld.build            # about an hour on a 2-core CPU (64 min measured)
 
 Stages (each seeded; intermediate results are kept in --work so a rerun resumes after the last finished
 stage):
@@ -356,7 +356,9 @@ def main(argv=None) -> int:
                 for a in attrs]
     log.info("%d pictures of %d combinations (%.0f s)", len(attrs), len(combos), time.time() - started)
 
-    ae_file = work / f"autoencoder-{settings.ae_steps}.pt"
+    # Stage results are kept under a key of every setting, so a changed setting never reuses a stale one.
+    key = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:12]
+    ae_file = work / f"autoencoder-{key}.pt"
     if ae_file.exists():
         vae_sd = torch.load(ae_file, weights_only=True)
     else:
@@ -366,7 +368,7 @@ def main(argv=None) -> int:
     provisional = work / "provisional.safetensors"
     write_checkpoint(checkpoint_state_dict(model, clip, token_ids, vae_sd), provisional, {})
     _, host_clip, host_vae = load_through_host(provisional)
-    encoded_file = work / f"encoded-{settings.pictures}-{settings.ae_steps}.pt"
+    encoded_file = work / f"encoded-{key}.pt"
     if encoded_file.exists():
         encoded = torch.load(encoded_file, weights_only=True)
     else:
