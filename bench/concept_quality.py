@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from toyworld import concepts, world
+from toyworld import concepts, host_sampling, world
 from toyworld.build import DEFAULT_OUT
 
 MODES = {"fixed": "<{name}|{k}|>", "semi": "<{name}({k})>", "fully": "<{name}[{k}]>"}
@@ -35,10 +35,9 @@ def main() -> None:
     host.boot(base)
     pack = host.load_package(base, {"toy": DEFAULT_OUT})
     import comfy.utils
-    import nodes
 
     comfy.utils.PROGRESS_BAR_ENABLED = False
-    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(DEFAULT_OUT.name)
+    model, clip, vae = host_sampling.load_checkpoint(DEFAULT_OUT)
     truth = concepts.CONCEPTS[opts.concept]
     recipe = concepts.TrainingRecipe(steps=opts.steps, seed=opts.seed)
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -59,15 +60,7 @@ def labelled_grid(pictures: list[np.ndarray], labels: list[str], columns: int = 
         tile = Image.fromarray((np.clip(picture, 0, 1) * 255).round().astype(np.uint8)).resize((size * 2, size * 2),
                                                                                             Image.NEAREST)
         grid.paste(tile, (x, y))
-        words, line = label.split(), ""
-        lines = []
-        for word in words:  # two short lines under each picture
-            if len(line) + len(word) > 40:
-                lines.append(line)
-                line = ""
-            line += ("" if not line else " ") + word
-        lines.append(line)
-        for j, text in enumerate(lines[:2]):
+        for j, text in enumerate(textwrap.wrap(label, 40)[:2]):  # two short lines under each picture
             draw.text((x + 4, y + size * 2 + 2 + 13 * j), text, fill="black")
     return grid
 

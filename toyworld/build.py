@@ -34,7 +34,7 @@ from . import world
 
 log = logging.getLogger("toyworld.build")
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "toyworld" / toy_model.CHECKPOINT_NAME
+DEFAULT_OUT = toy_model.CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,13 @@ class BuildSettings:
 
 # ---- stage 1: text encoder ------------------------------------------------------------------------------
 
-def _seeded_fill(module: torch.nn.Module, seed: int, token_scale: float = 1.0) -> None:
+def _seeded_fill(module: torch.nn.Module, seed: int) -> None:
+    # Not tests/harness/tiny_models' initialiser: that one fills logit_scale without drawing from the
+    # generator, which would shift every later draw, and the committed weights depend on this order.
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in sorted(module.named_parameters()):
-            if name.endswith("token_embedding.weight"):
-                param.copy_(torch.randn(param.shape, generator=gen) * token_scale / math.sqrt(param.shape[1]))
-            elif param.ndim >= 2:
+            if param.ndim >= 2:
                 param.copy_(torch.randn(param.shape, generator=gen) / math.sqrt(math.prod(param.shape[1:])))
             elif "norm" in name and name.endswith("weight"):
                 param.fill_(1.0)
@@ -84,7 +84,7 @@ def build_text_encoder(model_config, seed: int):
     import comfy.sd
 
     clip = comfy.sd.CLIP(model_config.clip_target(), embedding_directory=None)
-    _seeded_fill(clip.cond_stage_model, seed, token_scale=1.0)
+    _seeded_fill(clip.cond_stage_model, seed)
     ids = world_token_ids(clip)
     table = clip.cond_stage_model.clip_l.transformer.text_model.embeddings.token_embedding.weight
     with torch.no_grad():
@@ -114,6 +114,25 @@ def _init_default(module: torch.nn.Module) -> None:
                 break
 
 
+def _split_signs(conv, shift: float) -> None:
+    """Output channels c and c + 3 (c < 3) of `conv` become input channel c + `shift` and 1 - input c."""
+    conv.weight[:6].zero_()
+    conv.bias[:6].zero_()
+    for c in range(3):
+        conv.weight[c, c, 1, 1] = 1.0
+        conv.bias[c] = shift
+        conv.weight[c + 3, c, 1, 1] = -1.0
+        conv.bias[c + 3] = 1.0
+
+
+def _pass_six_channels(conv, taps: tuple[slice, slice], weight: float) -> None:
+    """Channels 0-5 of `conv` read only themselves, `weight` at each kernel tap in `taps`."""
+    conv.weight[:6].zero_()
+    conv.weight[:, :6].zero_()
+    for c in range(6):
+        conv.weight[(c, c, *taps)] = weight
+
+
 def _autoencoder_start(ae) -> None:
     """Start the autoencoder as an exact 8 x 8 average-pooling encoder and nearest-neighbour decoder in
     channels 0-5 (RGB and 1 - RGB, so ReLUs pass both signs), with every residual branch switched off;
@@ -125,37 +144,18 @@ def _autoencoder_start(ae) -> None:
             if m.__class__.__name__ == "Block":
                 m.conv[-1].weight.zero_()
                 m.conv[-1].bias.zero_()
-        first = enc[0]
-        first.weight[:6].zero_()
-        first.bias[:6].zero_()
-        for c in range(3):
-            first.weight[c, c, 1, 1] = 1.0
-            first.weight[c + 3, c, 1, 1] = -1.0
-            first.bias[c + 3] = 1.0
+        _split_signs(enc[0], 0.0)
         for down in (enc[2], enc[6], enc[10]):
-            down.weight[:6].zero_()
-            down.weight[:, :6].zero_()
-            for c in range(6):
-                down.weight[c, c, 1:, 1:] = 0.25  # the 2 x 2 cell this stride-2 output covers
+            _pass_six_channels(down, (slice(1, None), slice(1, None)), 0.25)  # the 2 x 2 cell a stride-2 output covers
         last = enc[14]
         last.weight.zero_()
         last.bias.zero_()
         for c in range(3):
             last.weight[c, c, 1, 1] = 1.0
             last.weight[c, c + 3, 1, 1] = -1.0  # latent = 2 * colour - 1
-        stem = dec[1]
-        stem.weight[:6].zero_()
-        stem.bias[:6].zero_()
-        for c in range(3):
-            stem.weight[c, c, 1, 1] = 1.0
-            stem.bias[c] = 1.0
-            stem.weight[c + 3, c, 1, 1] = -1.0
-            stem.bias[c + 3] = 1.0
+        _split_signs(dec[1], 1.0)
         for up in (dec[7], dec[12], dec[17]):
-            up.weight[:6].zero_()
-            up.weight[:, :6].zero_()
-            for c in range(6):
-                up.weight[c, c, 1, 1] = 1.0
+            _pass_six_channels(up, (1, 1), 1.0)
         out = dec[19]
         out.weight.zero_()
         out.bias.fill_(0.5)

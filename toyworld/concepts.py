@@ -9,9 +9,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import host_sampling, reader, world
 
@@ -25,10 +27,24 @@ CONCEPTS = {
 INIT_WORD = "shape"  # the word captions use when they leave the shape out: "a thing of no particular look"
 
 
+def _rendered(truth: world.Attributes, count: int, seed: int) -> list[np.ndarray]:
+    rng = random.Random(seed)
+    return [world.render(truth, rng) for _ in range(count)]
+
+
 def pictures(truth: world.Attributes, count: int = 4, seed: int = 0) -> torch.Tensor:
     """`count` generator pictures of `truth` (jittered), as the host's IMAGE batch."""
-    rng = random.Random(seed)
-    return torch.from_numpy(np.stack([world.render(truth, rng) for _ in range(count)])).float() / 255
+    return torch.from_numpy(np.stack(_rendered(truth, count, seed))).float() / 255
+
+
+def write_pictures(truth: world.Attributes, folder: Path, count: int = 4, seed: int = 0,
+                   prefix: str = "view") -> list[Path]:
+    """The same pictures as `pictures`, as PNG files `<prefix><i>.png` in `folder` (created)."""
+    folder.mkdir(parents=True)
+    paths = [folder / f"{prefix}{i}.png" for i in range(count)]
+    for path, pixels in zip(paths, _rendered(truth, count, seed)):
+        Image.fromarray(pixels).save(path)
+    return paths
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ and their token ids (`TOKEN_IDS_KEY`, `TOKEN_ROWS_KEY`); every other row is zero
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-CHECKPOINT_NAME = "toyworld_sd1.safetensors"
+CHECKPOINT = Path(__file__).resolve().parent / "toyworld_sd1.safetensors"  # committed; built by build.py
 TOKEN_IDS_KEY = "cond_stage_model.toyworld.token_ids"
 TOKEN_ROWS_KEY = "cond_stage_model.toyworld.token_rows"
 TOKEN_TABLE_KEY = "clip_l.transformer.text_model.embeddings.token_embedding.weight"

@@ -47,10 +47,7 @@ def sample_graph(text: str, seed: int, concept_file: str | None) -> dict:
 def test_a_short_training_run_makes_the_tag_draw_the_concept(server, client):
     name = "toy_bsd"
     truth = concepts.CONCEPTS["bsd"]
-    folder = server.base / "input" / name
-    folder.mkdir()
-    for i, picture in enumerate(concepts.pictures(truth)):
-        Image.fromarray((picture.numpy() * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
+    concepts.write_pictures(truth, server.base / "input" / name)
     recipe = concepts.TrainingRecipe(steps=120)
     inputs = recipe.inputs(name)
     del inputs["name"]

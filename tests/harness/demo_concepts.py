@@ -5,16 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from mrti.concept import Concept, ConceptInfo, ModelFamily
 from mrti.concept_file import save_concept
 from toyworld import concepts as toy_concepts
 
-# Trained on the toy-world model from four pictures of toy_concepts.CONCEPTS[DEMO_CONCEPT] (see the README).
-DEMO_CONCEPT = "ycs"
+# Trained on the toy-world model from four pictures of toy_concepts.CONCEPTS["ycs"] (see the README).
 TOY_DEMO_CONCEPT = Path(toy_concepts.__file__).resolve().parent / "demo_concept.safetensors"
 
 TRAINING_FOLDER = "my_concept"  # the subfolder of ComfyUI's input folder the train_then_sample workflow reads
@@ -52,8 +49,5 @@ def write_training_images(input_dir: Path, count: int = 4) -> Path:
     folder = input_dir / TRAINING_FOLDER
     if folder.exists():
         return folder
-    folder.mkdir(parents=True)
-    pictures = toy_concepts.pictures(toy_concepts.CONCEPTS["gtc"], count)
-    for i, picture in enumerate(pictures):
-        Image.fromarray((picture.numpy() * 255).round().astype(np.uint8)).save(folder / f"view{i}.png")
+    toy_concepts.write_pictures(toy_concepts.CONCEPTS["gtc"], folder, count)
     return folder

@@ -9,6 +9,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+from toyworld import model as toyworld_model
+
 from . import comfy_runtime, tiny_models
 from .server import PACKAGE_LINK_NAME, prepare_base_directory
 
@@ -34,18 +36,9 @@ def boot(base: Path) -> Path:
     import utils.extra_config  # noqa: F401
 
     tiny_models.register()
-    _register_toy_world()
+    toyworld_model.register()
     _booted = base
     return base
-
-
-def _register_toy_world() -> None:
-    repo = str(comfy_runtime.REPO_ROOT)
-    if repo not in sys.path:
-        sys.path.append(repo)
-    from toyworld import model as toyworld_model
-
-    toyworld_model.register()
 
 
 def load_package(base: Path, checkpoints: dict[str, Path]):

@@ -22,10 +22,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from toyworld import model as toyworld_model
+
 from . import comfy_runtime
 
 PACKAGE_LINK_NAME = "multires_textual_inversion"
-TOY_WORLD_CHECKPOINT = comfy_runtime.REPO_ROOT / "toyworld" / "toyworld_sd1.safetensors"
+TOY_WORLD_CHECKPOINT = toyworld_model.CHECKPOINT
 
 _TINY_NODE_MODULE = '''\
 """Test-only: registers the tiny SD1/SDXL model configs and the toy-world model's (written by
