@@ -28,6 +28,11 @@ const stem = (entry) => entry.replace(/\/$/, "").split("/").pop().replace(/\.saf
 
 // name -> N for the concepts wired into `node`'s "concepts" input (loaders chain through theirs).
 export function upstreamScales(node) {
+  return Object.fromEntries(Object.entries(upstreamConcepts(node)).map(([name, c]) => [name, c.numScales]));
+}
+
+// name -> {numScales, untrained: Set of scales the file says never trained} for the same concepts.
+function upstreamConcepts(node) {
   const out = {};
   const seen = new Set();
   let current = node;
@@ -39,9 +44,11 @@ export function upstreamScales(node) {
     if (source.comfyClass === LOADER) {
       const entry = widget(source, "concept")?.value ?? "";
       const name = (widget(source, "name")?.value ?? "").trim() || stem(entry);
-      out[name] ??= conceptInfo.get(entry)?.num_scales ?? DEFAULT_SCALES;
+      const info = conceptInfo.get(entry);
+      out[name] ??= { numScales: info?.num_scales ?? DEFAULT_SCALES, untrained: new Set(info?.untrained ?? []) };
     } else if (source.comfyClass === TRAINER) {
-      out[widget(source, "name")?.value ?? "concept"] = widget(source, "num_scales")?.value ?? DEFAULT_SCALES;
+      const name = widget(source, "name")?.value ?? "concept";
+      out[name] = { numScales: widget(source, "num_scales")?.value ?? DEFAULT_SCALES, untrained: new Set() };
     }
     current = source;
   }
@@ -67,15 +74,17 @@ function scheduleOf(node) {
   const mode = widget(node, "mode")?.value ?? "fully";
   const resolution = widget(node, "resolution")?.value ?? "0";
   const interpolate = !!widget(node, "interpolate")?.value;
-  const scales = upstreamScales(node);
-  const key = JSON.stringify([text, mode, resolution, interpolate, scales]);
+  const concepts = upstreamConcepts(node);
+  const scales = Object.fromEntries(Object.entries(concepts).map(([name, c]) => [name, c.numScales]));
+  const untrained = Object.fromEntries(Object.entries(concepts).map(([name, c]) => [name, [...c.untrained]]));
+  const key = JSON.stringify([text, mode, resolution, interpolate, scales, untrained]);
   if (node.mrtiSchedule?.key === key) return node.mrtiSchedule;
   let schedule;
   try {
     const tags = resolveTags(parsePrompt(text), scales, mode, resolution);
-    schedule = { key, tags, spans: stateSpans(tags, interpolate) };
+    schedule = { key, tags, spans: stateSpans(tags, interpolate), untrained };
   } catch (err) {
-    schedule = { key, tags: [], spans: [], error: err.message };
+    schedule = { key, tags: [], spans: [], untrained, error: err.message };
   }
   node.mrtiSchedule = schedule;
   return schedule;
@@ -91,6 +100,31 @@ function rowSpans(spans, row) {
     else out.push({ tMin: span.tMin, tMax: span.tMax, state });
   }
   return out;
+}
+
+// A state built from an embedding that never received a training example (still the init word's).
+export function usesUntrained(state, untrained) {
+  if (state.kind === "e") return untrained.includes(state.index);
+  if (state.kind === "blend") return untrained.includes(state.lower) || untrained.includes(state.upper);
+  return false;
+}
+
+function hatch(ctx, x, y, w, h) {
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(x, y, w, h);
+  ctx.clip();
+  ctx.fillStyle = "rgba(40, 40, 40, 0.55)";
+  ctx.fillRect(x, y, w, h);
+  ctx.strokeStyle = "rgba(255, 255, 255, 0.6)";
+  ctx.lineWidth = 1.5;
+  for (let d = -h; d < w; d += 6) {
+    ctx.beginPath();
+    ctx.moveTo(x + d, y + h);
+    ctx.lineTo(x + d + h, y);
+    ctx.stroke();
+  }
+  ctx.restore();
 }
 
 function drawStrip(ctx, node, width, y, strip) {
@@ -134,7 +168,9 @@ function drawStrip(ctx, node, width, y, strip) {
       const right = x0 + ((NUM_TIMESTEPS - span.tMin) / NUM_TIMESTEPS) * barWidth;
       ctx.fillStyle = stateColour(state, tag.numScales);
       ctx.fillRect(left, top + 1, right - left, ROW - 2);
-      const label = stateLabel(state);
+      const untrained = usesUntrained(state, schedule.untrained[tag.name] ?? []);
+      if (untrained) hatch(ctx, left, top + 1, right - left, ROW - 2);
+      const label = stateLabel(state) + (untrained ? " untrained" : "");
       if (right - left > label.length * 6 + 4) {
         ctx.fillStyle = state.kind === "zero" ? "#888" : "#fff";
         ctx.textAlign = "center";
@@ -338,6 +374,7 @@ function onTrainingProgress(event) {
 
 app.registerExtension({
   name: "mrti.MultiresTextualInversion",
+  concepts: conceptInfo, // what the server last said about each concept file (read by the browser tests)
   async setup() {
     api.addEventListener("mrti.train.progress", onTrainingProgress);
     await refreshConcepts();

@@ -81,9 +81,17 @@ class ConceptInfo:
     init_word: str
     base_family: ModelFamily
     training: Mapping[str, TrainingValue] = field(default_factory=dict)
+    # Training examples each scale's embedding received; empty when unknown (files made elsewhere). A 0
+    # marks an embedding that never trained and is still the init word's (docs/method.md, "Which
+    # timesteps to train on").
+    examples_per_scale: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_family", ModelFamily(self.base_family))
+        counts = tuple(self.examples_per_scale)
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+            raise MrtiError(f"examples per scale must be non-negative integers, got {list(counts)[:12]!r}")
+        object.__setattr__(self, "examples_per_scale", counts)
         training = dict(self.training)
         for key, value in training.items():
             if not isinstance(key, str) or not isinstance(value, (str, int, float, bool)):
@@ -97,7 +105,7 @@ class ConceptInfo:
 
     def __hash__(self) -> int:
         return hash((self.format_version, self.init_word, self.base_family,
-                     frozenset(self.training.items())))
+                     frozenset(self.training.items()), self.examples_per_scale))
 
 
 # eq=False: tensors have no boolean equality, so concepts compare by identity.
@@ -154,6 +162,9 @@ class Concept:
             bad = int((~torch.isfinite(tensor)).sum())
             if bad:
                 raise MrtiError(f"{where}: embeddings for {key!r} contain {bad} non-finite values")
+        counts = self.info.examples_per_scale
+        if counts and len(counts) != num_scales:
+            raise MrtiError(f"{where}: records examples for {len(counts)} scales but has {num_scales}")
         ordered = {key: embeddings[key] for key in ENCODER_KEYS if key in embeddings}
         object.__setattr__(self, "embeddings", MappingProxyType(ordered))
 
@@ -168,6 +179,11 @@ class Concept:
     @property
     def widths(self) -> dict[str, int]:
         return {key: int(tensor.shape[2]) for key, tensor in self.embeddings.items()}
+
+    @property
+    def untrained_scales(self) -> tuple[int, ...]:
+        """Scales whose embedding received no training example (empty when that is unknown)."""
+        return tuple(i for i, count in enumerate(self.info.examples_per_scale) if count == 0)
 
     def with_name(self, name: str) -> Concept:
         return replace(self, name=name)

@@ -40,6 +40,7 @@ KEY_VECTORS_PER_TOKEN = "mrti.vectors_per_token"
 KEY_BASE_FAMILY = "mrti.base_family"
 KEY_INIT_WORD = "mrti.init_word"
 KEY_TRAINING = "mrti.training"
+KEY_EXAMPLES = "mrti.examples_per_scale"  # optional: JSON list of N counts, absent when unknown
 REQUIRED_KEYS = (
     KEY_FORMAT_VERSION,
     KEY_NAME,
@@ -65,6 +66,8 @@ def concept_metadata(concept: Concept) -> dict[str, str]:
         KEY_BASE_FAMILY: concept.info.base_family.value,
         KEY_INIT_WORD: concept.info.init_word,
         KEY_TRAINING: json.dumps(dict(concept.info.training), sort_keys=True),
+        **({KEY_EXAMPLES: json.dumps(list(concept.info.examples_per_scale))} if concept.info.examples_per_scale
+           else {}),
     }
 
 
@@ -132,6 +135,22 @@ def _parse_training(path: Path, text: str) -> dict[str, TrainingValue]:
     return training
 
 
+def examples_per_scale(path: Path, metadata: Mapping[str, str], num_scales: int) -> tuple[int, ...]:
+    """The optional per-scale example counts of the header: () when absent."""
+    text = metadata.get(KEY_EXAMPLES)
+    if text is None:
+        return ()
+    try:
+        counts = json.loads(text)
+    except json.JSONDecodeError:
+        counts = None
+    if (not isinstance(counts, list) or len(counts) != num_scales
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts)):
+        raise ConceptFileError(path, f"metadata {KEY_EXAMPLES!r} is {text[:80]!r}; expected a list of "
+                                     f"{num_scales} non-negative integers (one per scale)")
+    return tuple(counts)
+
+
 def _parse_info(path: Path, metadata: Mapping[str, str]) -> tuple[ConceptInfo, int, int]:
     if KEY_FORMAT_VERSION not in metadata:
         raise ConceptFileError(
@@ -168,8 +187,9 @@ def _parse_info(path: Path, metadata: Mapping[str, str]) -> tuple[ConceptInfo, i
             path, f"metadata {KEY_BASE_FAMILY!r} is {family_text!r}; expected one of {known}"
         ) from None
     training = _parse_training(path, metadata[KEY_TRAINING])
+    examples = examples_per_scale(path, metadata, num_scales)
     try:
-        info = ConceptInfo(version, metadata[KEY_INIT_WORD], family, training)
+        info = ConceptInfo(version, metadata[KEY_INIT_WORD], family, training, examples)
     except MrtiError as exc:
         raise ConceptFileError(path, str(exc)) from None
     return info, num_scales, vectors

@@ -1,6 +1,7 @@
 """MultiResEmbeddingLoader: reads one learned concept and adds it to a set of concepts."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from comfy_api.latest import io
@@ -8,8 +9,11 @@ from comfy_api.latest import io
 from ..mrti.concept import ConceptSet, validate_concept_name
 from ..mrti.concept_file import load_concept
 from ..mrti.reference_import import import_reference_folder
+from ..mrti.training.timesteps import index_ranges
 from . import model_folders
 from .concept_type import MultiResConcepts
+
+log = logging.getLogger(__name__)
 
 
 def load_entry(entry: str, name: str = ""):
@@ -58,5 +62,9 @@ class MultiResEmbeddingLoader(io.ComfyNode):
     @classmethod
     def execute(cls, concept: str, name: str = "", concepts: ConceptSet | None = None) -> io.NodeOutput:
         loaded = load_entry(concept, name)
+        if loaded.untrained_scales:
+            log.warning("concept %r (%s): scale(s) %s of %d never received a training example and are still the "
+                        "init word %r", loaded.name, concept, index_ranges(loaded.untrained_scales),
+                        loaded.num_scales, loaded.info.init_word)
         base = concepts if concepts is not None else ConceptSet.empty()
         return io.NodeOutput(base.with_concept(loaded))

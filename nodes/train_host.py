@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-import comfy.model_sampling
 import comfy.patcher_extension
 
 from ..mrti.errors import MrtiError
@@ -92,10 +91,8 @@ class PromptTokens:
 
 
 def discrete_sigmas(model_patcher) -> torch.Tensor:
+    """The model's 1000 sigmas, index = timestep (model_support.check_trainable has vouched for them)."""
     sampling = model_patcher.get_model_object("model_sampling")
-    if not isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete) or len(sampling.sigmas) != 1000:
-        raise MrtiError(f"model: its sampling ({type(sampling).__name__}) is not a 1000-step discrete schedule; "
-                        "the trainer supports SD1.x, SD2.x and SDXL models")
     with torch.inference_mode(False):
         return sampling.sigmas.detach().to("cpu", torch.float32).clone()
 

@@ -21,8 +21,10 @@ from ..mrti.training.config import TRAJECTORY_KEYS, TrainingConfig
 from ..mrti.training.images import prepare_images
 from ..mrti.training.loop import LoopHooks, StepReport, TrainingLoop, TrainingState, new_state
 from ..mrti.training.plots import gradient_image, loss_curve_image
+from ..mrti.training.timesteps import coverage_warning
 from . import train_files
 from .clip_slots import encoder_widths
+from .model_support import check_trainable
 from .train_host import HostObjective, PromptTokens, init_vectors
 from .train_patches import frozen, gradient_checkpointing, make_autograd_safe, out_of_place_clip
 
@@ -71,7 +73,10 @@ def _starting_state(config: TrainingConfig, clip, resume: str, widths: dict[str,
         concept = load_concept(path)
         embeddings = {k: v.float() for k, v in concept.embeddings.items()}
         _check_widths(path.name, embeddings, widths, config)
-        return new_state(config, embeddings), f"concept {path.name}"
+        state = new_state(config, embeddings)
+        if concept.info.examples_per_scale:  # what the scales learned before counts towards "trained"
+            state.bucket_counts[:] = list(concept.info.examples_per_scale)
+        return state, f"concept {path.name}"
     return new_state(config, initial), ""
 
 
@@ -103,6 +108,12 @@ class _Reporter:
         prompt_server = getattr(sys.modules.get("server"), "PromptServer", None)
         self.server = getattr(prompt_server, "instance", None)
 
+    def warn(self, text: str) -> None:
+        """A warning in the log and, on a server, as the node's progress text."""
+        log.warning("training %r: %s", self.config.name, text)
+        if self.server is not None and self.node_id is not None:
+            self.server.send_progress_text(text, self.node_id, getattr(self.server, "client_id", None))
+
     def __call__(self, report: StepReport) -> None:
         self.seconds.append(report.seconds)
         self.bar.update_absolute(report.step, report.total)
@@ -129,6 +140,7 @@ def run_training(model, clip, vae, images, config: TrainingConfig, *, resume: st
 def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrite: bool,
          node_id: str | None) -> TrainResult:
     config.validate()
+    check_trainable(model)  # before any image is prepared or model loaded
     pixels = prepare_images(images, config.resolution, config.crop)
     if clip is None:
         raise MrtiError("clip: no text encoder given (does the checkpoint contain one?)")
@@ -162,6 +174,10 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
     make_autograd_safe(clip.cond_stage_model)
     objective = HostObjective(patcher, clip, latents, prompts, config.resolution)
     reporter = _Reporter(config, state, node_id)
+    coverage = coverage_warning(config.timestep_sampling, config.num_scales, config.t_min, config.t_max,
+                                config.init_word)
+    if coverage:
+        reporter.warn(coverage)
     hooks = LoopHooks(check_interrupt=mm.throw_exception_if_processing_interrupted, on_step=reporter,
                       on_checkpoint=checkpoint)
     loop = TrainingLoop(config, state, objective, len(latents), len(config.templates), hooks)
@@ -178,7 +194,7 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
     checkpoint(state)
     training = {**config.settings(), "steps_done": state.step, "num_images": len(latents),
                 "final_loss": sum(state.losses[-10:]) / max(1, len(state.losses[-10:])), "resumed_from": origin}
-    info = ConceptInfo(FORMAT_VERSION, config.init_word, family, training)
+    info = ConceptInfo(FORMAT_VERSION, config.init_word, family, training, tuple(state.bucket_counts))
     embeddings = {key: param.detach().clone() for key, param in state.embeddings.items()}
     concept = Concept(config.name, embeddings, info, str(target))
     try:

@@ -130,6 +130,41 @@ class AdaptiveSampler(TimestepSampler):
         return min(int(torch.searchsorted(cdf, u, right=True)), NUM_TIMESTEPS - 1)
 
 
+def unreachable_buckets(kind: str, num_scales: int, t_min: int = 0, t_max: int = NUM_TIMESTEPS - 1) -> tuple[int, ...]:
+    """Buckets that ``kind`` sampling never draws a timestep from: their embeddings never train.
+
+    Only interval sampling has such buckets; uniform reaches all, and adaptive keeps giving every bucket
+    examples (through its floor, or through the mean that unmeasured bands count at).
+    """
+    if kind != "interval":
+        return ()
+    reached = {bucket_of(t_min, num_scales), bucket_of(t_max, num_scales)}
+    reached.update(range(min(reached), max(reached) + 1))
+    return tuple(b for b in range(num_scales) if b not in reached)
+
+
+def index_ranges(indices) -> str:
+    """``0-2, 5, 7-9`` for the sorted integers ``indices``."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def coverage_warning(kind: str, num_scales: int, t_min: int, t_max: int, init_word: str) -> str | None:
+    """What to tell the user before a run whose sampling leaves some embeddings untrained, or None."""
+    missing = unreachable_buckets(kind, num_scales, t_min, t_max)
+    if not missing:
+        return None
+    reached = [b for b in range(num_scales) if b not in missing]
+    return (f"{kind} sampling over t {t_min}..{t_max} reaches only scale(s) {index_ranges(reached)} of "
+            f"{num_scales}: scale(s) {index_ranges(missing)} get no training examples and stay at the init "
+            f"word {init_word!r}. Widen t_min..t_max, or use uniform or adaptive sampling, to train them all.")
+
+
 def make_sampler(kind: str, bands: GradientBands, num_scales: int, t_min: int = 0,
                  t_max: int = NUM_TIMESTEPS - 1, floor: float = 0.25) -> TimestepSampler:
     if kind == "uniform":

@@ -81,12 +81,16 @@ def next_history_entry(client, before: set, timeout: float = 300) -> str:
     raise AssertionError("queueing from the UI reached no history entry")
 
 
-def strip_pixels(page, mode: str) -> np.ndarray:
-    """The schedule strip of the prompt node, cut out of a screenshot, with `mode` selected."""
+def strip_pixels(page, mode: str, resolution: str = "3", entry: str = "demo.safetensors") -> np.ndarray:
+    """The schedule strip of the prompt node, cut out of a screenshot, with `mode` and `resolution`
+    selected and the loader set to the concept file `entry` (named `demo` in the prompt)."""
     rect = page.evaluate(f"""(() => {{
+        const loader = app.graph._nodes.find(n => n.comfyClass === 'MultiResEmbeddingLoader');
+        loader.widgets.find(w => w.name === 'concept').value = {json.dumps(entry)};
+        loader.widgets.find(w => w.name === 'name').value = 'demo';
         const node = app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler');
         node.widgets.find(w => w.name === 'text').value = 'a photo of <demo>';
-        node.widgets.find(w => w.name === 'resolution').value = '3';
+        node.widgets.find(w => w.name === 'resolution').value = {json.dumps(resolution)};
         node.widgets.find(w => w.name === 'mode').value = {json.dumps(mode)};
         app.canvas.ds.scale = 1; app.canvas.ds.offset = [200 - node.pos[0], 120 - node.pos[1]];
         app.canvas.setDirty(true, true); app.canvas.draw(true, true);
@@ -98,8 +102,9 @@ def strip_pixels(page, mode: str) -> np.ndarray:
     time.sleep(0.5)
     shot = Image.open(io.BytesIO(page.screenshot_bytes()))
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # the README's pictures come from these
-    shot.crop((int(rect["x"]) - 20, int(rect["y"]) - 250, int(rect["x"] + rect["w"]) + 20,
-               int(rect["y"] + rect["h"]) + 20)).save(SCREENSHOTS / f"schedule_strip_{mode}.png")
+    if entry == "demo.safetensors":
+        shot.crop((int(rect["x"]) - 20, int(rect["y"]) - 250, int(rect["x"] + rect["w"]) + 20,
+                   int(rect["y"] + rect["h"]) + 20)).save(SCREENSHOTS / f"schedule_strip_{mode}.png")
     box = (int(rect["x"]), int(rect["y"]), int(rect["x"] + rect["w"]), int(rect["y"] + rect["h"]))
     return np.asarray(shot.convert("RGB").crop(box)).astype(int)
 
@@ -113,6 +118,27 @@ def test_schedule_strip_follows_the_mode(page):
     clean_end = (slice(fully.shape[0] // 2, None), slice(-60, -25))
     saturation = lambda px: (px.max(axis=2) - px.min(axis=2)).mean()  # noqa: E731
     assert saturation(fully[clean_end]) > 60 and saturation(semi[clean_end]) < 20
+
+
+def test_schedule_strip_marks_scales_that_never_trained(server, page):
+    from dataclasses import replace
+
+    from mrti.concept_file import load_concept, save_concept
+
+    folder = server.base / "models" / "multires_embeddings"
+    demo = load_concept(folder / "demo.safetensors")
+    save_concept(replace(demo, info=replace(demo.info, examples_per_scale=(0,) * 5 + (40,) * 5)),
+                 folder / "half_untrained.safetensors", overwrite=True)
+    load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))  # re-reads the folder
+    page.wait_for("app.extensions.find(e => e.name === 'mrti.MultiresTextualInversion')"
+                  ".concepts.get('half_untrained.safetensors')?.untrained?.length === 5")
+    trained, half = (strip_pixels(page, "fully", "0", entry) for entry in ("demo.safetensors",
+                                                                             "half_untrained.safetensors"))
+    saturation = lambda px: (px.max(axis=2) - px.min(axis=2)).mean()  # noqa: E731
+    rows = slice(trained.shape[0] // 2, None)
+    noisy, clean = (rows, slice(120, 220)), (rows, slice(-200, -25))  # e9..e5 on the left, e4..e0 right
+    assert abs(saturation(trained[noisy]) - saturation(half[noisy])) < 5
+    assert saturation(half[clean]) < 0.6 * saturation(trained[clean]), "untrained scales are not marked"
 
 
 def test_prompt_box_completes_concept_tags(page):

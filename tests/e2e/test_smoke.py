@@ -49,6 +49,8 @@ def test_object_info_lists_our_nodes(client):
 
 
 def test_concepts_route_summarises_the_models_folder(server, client):
+    from dataclasses import replace
+
     from harness.concept_files import write_reference_folder
     from harness.demo_concepts import random_concept
     from mrti.concept import ModelFamily
@@ -57,9 +59,13 @@ def test_concepts_route_summarises_the_models_folder(server, client):
     folder = server.base / "models" / "multires_embeddings"
     save_concept(random_concept("route_a", ModelFamily.SD1, num_scales=6), folder / "route_a.safetensors",
                  overwrite=True)
+    narrow = random_concept("route_n", ModelFamily.SD1, num_scales=4)
+    narrow = replace(narrow, info=replace(narrow.info, examples_per_scale=(0, 8, 8, 0)))
+    save_concept(narrow, folder / "route_n.safetensors", overwrite=True)
     write_reference_folder(folder / "route_ref", random_concept("r", ModelFamily.SD1, 4).embeddings["clip_l"][:, 0])
     (folder / "route_bad.safetensors").write_bytes(b"not a safetensors file")
     listed = {c["entry"]: c for c in client.get("/mrti/concepts")["concepts"]}
-    assert listed["route_a.safetensors"]["num_scales"] == 6
+    assert listed["route_a.safetensors"]["num_scales"] == 6 and listed["route_a.safetensors"]["untrained"] == []
+    assert listed["route_n.safetensors"]["untrained"] == [0, 3]
     assert listed["route_ref/"]["num_scales"] == 4 and listed["route_ref/"]["name"] == "route_ref"
     assert "route_bad.safetensors" in listed["route_bad.safetensors"]["error"]

@@ -43,6 +43,7 @@ def hostmods(host_package):
 
     return {"nodes": nodes, "mm": comfy.model_management, "utils": comfy.utils, "folder_paths": folder_paths,
             "trainer": host_package.nodes.trainer.MultiResEmbeddingTrainer,
+            "loader": host_package.nodes.loader.MultiResEmbeddingLoader,
             "run": host_package.nodes.train_run, "files": host_package.nodes.train_files,
             "config": host_package.mrti.training.config, "templates": host_package.mrti.training.templates,
             "ConceptSet": host_package.mrti.concept.ConceptSet, "MrtiError": host_package.mrti.errors.MrtiError}
@@ -425,3 +426,39 @@ def test_loss_is_measured_in_the_models_own_prediction(kind, prediction, hostmod
             target = noise if prediction == "eps" else a * noise - s * x0
             expected = float(((raw.float() - target) ** 2).mean())
             assert float(losses[i]) == pytest.approx(expected, rel=2e-3), (ex.timestep, prediction)
+
+
+def test_interval_sampling_warns_of_untrained_scales_and_the_file_records_them(hostmods, models, monkeypatch,
+                                                                                caplog):
+    import types
+
+    model, clip, vae = models["sd1"]
+    server = FakeServer()
+    monkeypatch.setitem(__import__("sys").modules, "server",
+                        types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=server)))
+    node = hostmods["trainer"].PREPARE_CLASS_CLONE({"UNIQUE_ID": "9"})
+    with caplog.at_level("WARNING"), torch.inference_mode():
+        out = node.execute(model=model, clip=clip, vae=vae, images=training_images(1),
+                           **{**NODE_DEFAULTS, "name": "narrow", "overwrite": True, "timestep_sampling": "interval",
+                              "t_min": 350, "t_max": 450})
+    expected = "reaches only scale(s) 1-2 of 5: scale(s) 0, 3-4 get no training examples"  # N = 5
+    assert server.texts[0][0] == "9" and expected in server.texts[0][1]  # before the first step's text
+    assert any(expected in r.getMessage() and "'narrow'" in r.getMessage() for r in caplog.records)
+    concept = out.result[0]["narrow"]
+    counts = concept.info.examples_per_scale
+    assert counts[0] == counts[3] == counts[4] == 0 and counts[1] + counts[2] == 3 * 2  # steps x batch
+    folder = Path(hostmods["folder_paths"].get_folder_paths("multires_embeddings")[0])
+    saved = load_concept(folder / "narrow.safetensors")
+    assert saved.untrained_scales == (0, 3, 4)
+
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        hostmods["loader"].execute(concept="narrow.safetensors")
+    assert any("scale(s) 0, 3-4 of 5 never received a training example" in r.getMessage() for r in caplog.records)
+
+    caplog.clear()
+    with caplog.at_level("WARNING"), torch.inference_mode():
+        node.execute(model=model, clip=clip, vae=vae, images=training_images(1),
+                     **{**NODE_DEFAULTS, "name": "wide", "overwrite": True, "timestep_sampling": "interval",
+                        "t_min": 0, "t_max": 999})
+    assert not [r for r in caplog.records if "no training examples" in r.getMessage()]

@@ -83,3 +83,52 @@ def test_a_list_where_one_value_belongs_is_refused(host):
     with pytest.raises(host["MrtiError"], match=r"^name: got a list of 2 values; the trainer takes one name per run"):
         train(host, name=["list_a", "list_b"])
     assert snapshot(host["roots"]) == before
+
+
+SAMPLINGS = [  # (stock node, its inputs, text the refusal must contain; None: trainable)
+    ("ModelSamplingSD3", {"shift": 3.0}, "flow matching"),
+    ("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": 64, "height": 64}, "flow matching (Flux)"),
+    ("ModelSamplingContinuousEDM", {"sampling": "edm_playground_v2.5", "sigma_max": 120.0, "sigma_min": 0.002},
+     "continuous EDM"),
+    ("ModelSamplingContinuousV", {"sampling": "v_prediction", "sigma_max": 500.0, "sigma_min": 0.03},
+     "continuous-time v prediction"),
+    ("ModelSamplingDiscrete", {"sampling": "img_to_img", "zsnr": False}, "image-to-image prediction"),
+    ("ModelSamplingDiscrete", {"sampling": "lcm", "zsnr": False}, "a distilled table of 50 sigmas"),
+    ("ModelSamplingDiscrete", {"sampling": "v_prediction", "zsnr": True}, None),
+    ("ModelSamplingDiscrete", {"sampling": "x0", "zsnr": False}, None),
+]
+
+
+@pytest.mark.parametrize("node, inputs, message", SAMPLINGS,
+                         ids=[f"{n}-{i.get('sampling', '')}" for n, i, _ in SAMPLINGS])
+def test_models_with_another_notion_of_time_are_refused_before_any_work(node, inputs, message, host):
+    from comfy_extras import nodes_model_advanced
+
+    model, clip, vae = host["models"]
+    with torch.inference_mode():
+        patched = getattr(nodes_model_advanced, node)().patch(model, **inputs)[0]
+    encodes = []
+    original = vae.encode
+    vae.encode = lambda *a, **k: encodes.append(1) or original(*a, **k)
+    try:
+        with torch.inference_mode():
+            if message is None:
+                host["trainer"].execute(model=patched, clip=clip, vae=vae, images=torch.rand(1, 64, 64, 3),
+                                        **{**INPUTS, "name": "sampling_ok"})
+                return
+            with pytest.raises(host["MrtiError"]) as info:
+                host["trainer"].execute(model=patched, clip=clip, vae=vae, images=torch.rand(1, 64, 64, 3),
+                                        **{**INPUTS, "name": "sampling_refused"})
+    finally:
+        del vae.encode
+    assert message in str(info.value) and "SD1.x, SD2.x, SDXL" in str(info.value), str(info.value)
+    assert not encodes, "the images were encoded before the refusal"
+
+
+def test_edm_time_on_a_discrete_table_is_refused_too(host_package):
+    import comfy.model_sampling as ms
+
+    reason = host_package.nodes.model_support.unsupported_reason
+    assert "EDM sampling on a discrete table" in reason(type("S", (ms.ModelSamplingDiscreteEDM, ms.EPS), {})())
+    assert reason(type("S", (ms.ModelSamplingDiscrete, ms.V_PREDICTION), {})()) is None
+    assert "EDM prediction" in reason(type("S", (ms.ModelSamplingDiscrete, ms.EDM), {})())

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -308,3 +309,32 @@ def test_peek_header_rejects_garbage(tmp_path):
     path.write_bytes(os.urandom(64))
     with pytest.raises(ConceptFileError, match="not a valid or complete safetensors file"):
         peek_concept_header(path)
+
+
+def test_examples_per_scale_round_trip_and_mark_untrained_scales(tmp_path):
+    base = make_concept(num_scales=4)
+    info = replace(base.info, examples_per_scale=(0, 5, 7, 0))
+    concept = replace(base, info=info)
+    assert concept.untrained_scales == (0, 3)
+    loaded = load_concept(save_concept(concept, tmp_path / "jane.safetensors"))
+    assert loaded.info.examples_per_scale == (0, 5, 7, 0) and loaded.untrained_scales == (0, 3)
+    assert make_concept().untrained_scales == ()  # unknown: nothing is marked
+    assert "mrti.examples_per_scale" not in concept_metadata(make_concept())
+
+
+@pytest.mark.parametrize("value", ["[1, 2, 3]", "[1, 2, 3, -1]", "[1, 2, 3, 1.5]", "nope", '{"a": 1}',
+                                   "[true, 1, 1, 1]"])
+def test_malformed_examples_per_scale_is_refused_naming_the_key(tmp_path, value):
+    metadata = {**good_metadata(), "mrti.examples_per_scale": value}
+    path = write_raw(tmp_path / "jane.safetensors", {"clip_l": torch.zeros(4, 1, 8)}, metadata)
+    with pytest.raises(ConceptFileError, match="mrti.examples_per_scale") as info:
+        load_concept(path)
+    assert "jane.safetensors" in str(info.value)
+
+
+def test_concept_refuses_example_counts_of_another_length():
+    base = make_concept(num_scales=4)
+    with pytest.raises(MrtiError, match="examples for 3 scales but has 4"):
+        replace(base, info=replace(base.info, examples_per_scale=(1, 2, 3)))
+    with pytest.raises(MrtiError, match="non-negative"):
+        replace(base.info, examples_per_scale=(1, -2, 3, 4))

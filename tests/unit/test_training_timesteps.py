@@ -17,7 +17,10 @@ from mrti.training.timesteps import (
     TimestepSampler,
     adaptive_probabilities,
     band_of,
+    coverage_warning,
+    index_ranges,
     make_sampler,
+    unreachable_buckets,
 )
 
 
@@ -110,3 +113,28 @@ def test_samplers_are_reproducible_from_the_generator_state():
     first = [sampler.sample(gen) for _ in range(50)]
     gen.set_state(state)
     assert [sampler.sample(gen) for _ in range(50)] == first
+
+
+@pytest.mark.parametrize("t_min, t_max, n, missing", [
+    (350, 450, 10, (0, 1, 2, 5, 6, 7, 8, 9)),  # the conditional-gradient paper's interval: 2 of 10 train
+    (0, 999, 10, ()),
+    (100, 100, 10, tuple(b for b in range(10) if b != 1)),
+    (350, 450, 1, ()),
+    (0, 166, 6, (1, 2, 3, 4, 5)),  # 166 * 6 // 1000 = 0: the edge at 166.67 is not reached
+    (0, 167, 6, (2, 3, 4, 5)),
+])
+def test_unreachable_buckets_are_exactly_those_interval_sampling_never_draws(t_min, t_max, n, missing):
+    assert unreachable_buckets("interval", n, t_min, t_max) == missing
+    gen, sampler = torch.Generator().manual_seed(0), IntervalSampler(t_min, t_max)
+    drawn = {bucket_of(sampler.sample(gen), n) for _ in range(5000)}
+    assert drawn == set(range(n)) - set(missing)
+    assert unreachable_buckets("uniform", n, t_min, t_max) == ()
+    assert unreachable_buckets("adaptive", n, t_min, t_max) == ()
+
+
+def test_coverage_warning_names_the_untrained_scales_and_the_init_word():
+    text = coverage_warning("interval", 10, 350, 450, "shape")
+    assert "scale(s) 3-4 of 10" in text and "scale(s) 0-2, 5-9" in text and "'shape'" in text
+    assert coverage_warning("interval", 10, 0, 999, "shape") is None
+    assert coverage_warning("uniform", 10, 350, 450, "shape") is None
+    assert index_ranges([7, 0, 1, 2, 5, 9, 8]) == "0-2, 5, 7-9"
