@@ -1,32 +1,294 @@
-"""Coarse versus fine on the toy world: which attributes each mode and resolution of a trained concept keeps.
+"""The multires paper's claims and the conditional-gradient paper's, measured on the toy world.
 
-Trains one concept (toyworld.concepts.CONCEPTS) with the trainer node on the toy-world model, then, for
-Fixed `<S|k|>`, Semi `<S(k)>` and Fully `<S[k]>` at every k, samples `--samples` pictures of
-`a photo of <tag>` through the stock KSampler and reads them back. Prints one table per mode: the share of
-pictures matching each attribute of the concept's pictures, against k. (The first part of issue 10; the
-timestep-sampling comparison is still to come.)
+Everything runs through the host in this process: the trainer node learns toy-world concepts
+(toyworld.concepts.CONCEPTS, 4 generator pictures each, toyworld.concepts.TrainingRecipe), the scheduler
+node turns tags into conditioning, and the stock KSampler (euler, normal, 20 steps, cfg 5) draws pictures
+that toyworld.reader reads back. Parts:
 
-    .venv/bin/python -m bench.concept_quality [--concept ycs] [--steps 200] [--samples 8]
+- learning: for each concept, 32 samples each of the init word, the true caption, `<S|0|>` and `<S[0]>`;
+  the share of pictures showing each of the concept's attributes, against the goals of issue 10.
+- scales: Fixed `<S|k|>`, Semi `<S(k)>` and Fully `<S[k]>` for every k, per attribute, averaged over the
+  concepts (a plot per mode), and the paper's Figure 2: `a photo of <A(k)> with <B|j|>`, which attributes
+  come from A and which from B.
+- sampling: uniform, interval 350..450, an interval around this model's measured g(t) peak, and adaptive
+  timestep sampling (one embedding, N = 1, as in the conditional-gradient paper; then uniform and adaptive
+  at N = 10), several seeds each: attribute match and loss against steps, steps to 90 % of uniform's
+  final match, the measured g(t), and the speed of training and sampling.
+- contrasts (not part of `all`): the differences between modes that tests/integration/test_toyworld_modes.py
+  asserts, for each concept and training seed, so that the test's margins are measured ones.
+
+    .venv/bin/python -m bench.concept_quality [learning|scales|sampling|all] [--figures docs/images]
+
+`all` takes about an hour on a 2-core CPU (62 minutes measured); `contrasts` about a quarter of an hour.
 """
 from __future__ import annotations
 
 import argparse
+import re
+import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from toyworld import concepts, host_sampling, world
+from bench.charts import Panel, save_figure
+from mrti.training.plots import moving_average
+from mrti.training.timesteps import BAND_WIDTH
+from toyworld import concepts, world
 from toyworld.build import DEFAULT_OUT
 
 MODES = {"fixed": "<{name}|{k}|>", "semi": "<{name}({k})>", "fully": "<{name}[{k}]>"}
+MIXES = [("ycs", "bsd"), ("bsd", "gtc")]
+MIX_PROMPTS = [(5, 0), (8, 0), (8, 2)]  # (k, j) in `a photo of <A(k)> with <B|j|>`
+SAMPLING_CONCEPT = "bsd"
+EVAL_EIGHTHS = (1, 2, 3, 4, 6, 8)  # read the concept at these eighths of the run
+BATCH = 16
+
+
+@dataclass
+class Bench:
+    pack: object
+    model: object
+    clip: object
+    vae: object
+    recipe: concepts.TrainingRecipe
+    trained: dict = field(default_factory=dict)
+    train_seconds: list = field(default_factory=list)  # (label, steps, seconds)
+    sample_seconds: list = field(default_factory=list)  # (pictures, seconds)
+
+    def train(self, concept: str, recipe: concepts.TrainingRecipe, name: str | None = None):
+        key = (concept, recipe, name)
+        if key not in self.trained:
+            start = time.perf_counter()
+            self.trained[key] = concepts.train(self.pack, self.model, self.clip, self.vae,
+                                               concepts.pictures(concepts.CONCEPTS[concept]), name or concept,
+                                               recipe)[0]
+            self.train_seconds.append((name or concept, recipe.steps, time.perf_counter() - start))
+        return self.trained[key]
+
+    def read(self, concept_set, text: str, count: int, seed: int = 1):
+        start = time.perf_counter()
+        found = concepts.readings(self.pack, self.model, self.clip, self.vae, concept_set, text, count, seed, BATCH)
+        self.sample_seconds.append((count, time.perf_counter() - start))
+        return found
+
+
+def _row(label: str, rates: dict[str, float], width: int = 22) -> str:
+    return f"  {label:{width}s}" + "".join(f"{rates[a]:>11.2f}" for a in world.ATTRIBUTES)
+
+
+def _header(width: int = 22) -> str:
+    return "  " + " " * width + "".join(f"{a:>11s}" for a in world.ATTRIBUTES)
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {a: statistics.fmean(r[a] for r in rows) for a in world.ATTRIBUTES}
+
+
+def _coarse(rates: dict[str, float]) -> float:
+    return statistics.fmean(rates[a] for a in world.COARSE)
+
+
+# ---- learning -------------------------------------------------------------------------------------------
+
+def learning(bench: Bench, samples: int) -> None:
+    recipe = bench.recipe
+    print(f"\n== learning: {recipe.steps} steps, lr {recipe.learning_rate} (unscaled), batch 1 x accumulation "
+          f"{recipe.gradient_accumulation}, N {recipe.num_scales}, {world.SIZE} px, init word "
+          f"'{concepts.INIT_WORD}'; {samples} samples per prompt")
+    for name, truth in concepts.CONCEPTS.items():
+        trained = bench.train(name, recipe)
+        print(f"{name} = {world.caption(truth)}")
+        print(_header())
+        rates = {}
+        for label, text in (("init word", f"a photo of a {concepts.INIT_WORD}"), ("caption", world.caption(truth)),
+                            ("<S|0|>", f"a photo of <{name}|0|>"), ("<S[0]>", f"a photo of <{name}[0]>")):
+            rates[label] = concepts.share_matching(bench.read(trained, text, samples), truth)
+            print(_row(label, rates[label]))
+        for tag in ("<S|0|>", "<S[0]>"):
+            ok = all(rates[tag][a] >= 0.8 and rates[tag][a] >= rates["caption"][a] - 0.15 for a in world.COARSE)
+            print(f"  goal (every coarse attribute >= 0.80 and within 0.15 of the caption) for {tag}: "
+                  f"{'met' if ok else 'missed'}")
+
+
+# ---- coarse versus fine ---------------------------------------------------------------------------------
+
+def scales(bench: Bench, samples: int, figures: Path | None) -> None:
+    recipe = bench.recipe
+    print(f"\n== coarse versus fine: mean over concepts {', '.join(concepts.CONCEPTS)}, {samples} samples each")
+    table: dict[str, list[dict[str, float]]] = {}
+    for mode, tag in MODES.items():
+        print(f"{mode}: a photo of {tag.format(name='S', k='k')}")
+        print(_header(8))
+        table[mode] = []
+        for k in range(recipe.num_scales):
+            rows = []
+            for name, truth in concepts.CONCEPTS.items():
+                found = bench.read(bench.train(name, recipe), "a photo of " + tag.format(name=name, k=k), samples)
+                rows.append(concepts.share_matching(found, truth))
+            table[mode].append(_mean(rows))
+            print(_row(f"k={k}", table[mode][-1], 8))
+    if figures:
+        panels = [Panel(f"{mode}  a photo of {MODES[mode].format(name='S', k='k')}", "k (bucket)",
+                        "share of samples matching",
+                        {a: [(k, row[a]) for k, row in enumerate(rows)] for a in world.ATTRIBUTES}, (0.0, 1.0),
+                        list(range(recipe.num_scales)))
+                  for mode, rows in table.items()]
+        print("wrote", save_figure(figures / "coarse_fine.png", panels,
+                                   "Toy world: which attributes each mode and resolution keeps "
+                                   f"(3 concepts x {samples} samples)"))
+
+    print("\nFigure 2: a photo of <A(k)> with <B|j|>: share of samples showing A's / B's value")
+    print("  " + " " * 30 + "".join(f"{a:>13s}" for a in world.ATTRIBUTES))
+    for a_name, b_name in MIXES:
+        a_truth, b_truth = concepts.CONCEPTS[a_name], concepts.CONCEPTS[b_name]
+        both = bench.train(a_name, recipe).with_concept(bench.train(b_name, recipe)[b_name])
+        for k, j in MIX_PROMPTS:
+            text = f"a photo of <{a_name}({k})> with <{b_name}|{j}|>"
+            found = bench.read(both, text, 2 * samples)
+            from_a, from_b = concepts.share_matching(found, a_truth), concepts.share_matching(found, b_truth)
+            print(f"  {text:30s}" + "".join(f"{from_a[a]:>6.2f}/{from_b[a]:<6.2f}" for a in world.ATTRIBUTES))
+
+
+# ---- timestep sampling ----------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    match: dict[int, float]  # step -> mean match over the five attributes of `a photo of <S[0]>`
+    final: dict[str, float]  # per attribute at the last step
+    losses: list[float]
+    bands: list[float | None]
+
+
+def _peak_interval(bands: list[float | None], width_bands: int = 5) -> tuple[int, int]:
+    """The `width_bands` bands of timesteps with the largest mean g(t), as (t_min, t_max)."""
+    values = [v or 0.0 for v in bands]
+    best = max(range(len(values) - width_bands + 1), key=lambda i: sum(values[i:i + width_bands]))
+    return best * BAND_WIDTH, (best + width_bands) * BAND_WIDTH - 1
+
+
+def _train_and_track(bench: Bench, label: str, recipe: concepts.TrainingRecipe, samples: int,
+                     eval_steps: tuple[int, ...]) -> Run:
+    name = re.sub(r"[^A-Za-z0-9]+", "_", f"{SAMPLING_CONCEPT}_{label}_s{recipe.seed}")
+    truth = concepts.CONCEPTS[SAMPLING_CONCEPT]
+    trained = bench.train(SAMPLING_CONCEPT, recipe, name)
+    match, final, last = {}, {}, None
+    for step, concept_set, data in concepts.checkpoint_concepts(bench.pack, trained):
+        if step not in eval_steps:
+            continue
+        rates = concepts.share_matching(bench.read(concept_set, f"a photo of <{name}[0]>", samples), truth)
+        match[step], final, last = statistics.fmean(rates.values()), rates, data
+    bands = bench.pack.mrti.training.timesteps.GradientBands()
+    bands.load_state_dict(last.bands)
+    return Run(match, final, list(last.losses), bands.estimates())
+
+
+def _steps_to(run_means: dict[int, float], target: float) -> int | None:
+    return next((step for step in sorted(run_means) if run_means[step] >= target), None)
+
+
+def sampling(bench: Bench, samples: int, seeds: int, figures: Path | None) -> None:
+    truth = concepts.CONCEPTS[SAMPLING_CONCEPT]
+    base = replace(bench.recipe, save_every=max(1, bench.recipe.steps // 8))
+    eval_steps = tuple(base.save_every * e for e in EVAL_EIGHTHS)
+    print(f"\n== timestep sampling on {SAMPLING_CONCEPT} = {world.caption(truth)}; {seeds} training seeds, "
+          f"`a photo of <S[0]>` read at steps {eval_steps}, {samples} samples each (mean of 5 attributes)")
+    runs: dict[str, list[Run]] = {}
+
+    def track(label: str, recipe: concepts.TrainingRecipe) -> None:
+        runs[label] = [_train_and_track(bench, label, replace(recipe, seed=s), samples, eval_steps)
+                       for s in range(seeds)]
+
+    one = replace(base, num_scales=1)
+    track("N1 uniform", one)
+    g_uniform = [statistics.fmean(v for v in values if v is not None) if any(v is not None for v in values) else None
+                 for values in zip(*(r.bands for r in runs["N1 uniform"]))]
+    peak = _peak_interval(g_uniform)
+    track("N1 interval 350-450", replace(one, timestep_sampling="interval", t_min=350, t_max=450))
+    track(f"N1 interval {peak[0]}-{peak[1]}", replace(one, timestep_sampling="interval", t_min=peak[0], t_max=peak[1]))
+    track("N1 adaptive", replace(one, timestep_sampling="adaptive"))
+    track("N10 uniform", base)
+    track("N10 adaptive", replace(base, timestep_sampling="adaptive"))
+
+    # Step 0: every embedding is still the init word's, so the concept draws what the word draws.
+    init_rates = concepts.share_matching(bench.read(None, f"a photo of {concepts.INIT_WORD}", samples * seeds), truth)
+    init_match = statistics.fmean(init_rates.values())
+
+    print(f"g(t) measured in the N1 uniform runs (mean over seeds; bands of 20 timesteps); peak interval "
+          f"{peak[0]}..{peak[1]}")
+    print("  " + " ".join(f"{v:.3g}" if v is not None else "-" for v in g_uniform))
+    print(f"\n  {'sampler':24s}" + "".join(f"{'step ' + str(s):>10s}" for s in (0,) + eval_steps)
+          + f"{'steps to 90%':>14s}")
+    target = {n: 0.9 * statistics.fmean(r.match[eval_steps[-1]] for r in runs[f"N{n} uniform"]) for n in (1, 10)}
+    curves = {}
+    for label, group in runs.items():
+        n = 1 if label.startswith("N1 ") else 10
+        means = {0: init_match, **{s: statistics.fmean(r.match[s] for r in group) for s in eval_steps}}
+        curves[label] = means
+        per_seed = [_steps_to(r.match, target[n]) for r in group]
+        print(f"  {label:24s}" + "".join(f"{means[s]:>10.2f}" for s in (0,) + eval_steps)
+              + f"{str(_steps_to(means, target[n])):>8s} {per_seed}")
+    print("  (steps to 90 %: first step whose seed-mean match reaches 0.9 x the uniform run's final mean of the same"
+          " N; per seed in brackets; None = not within the run)")
+    print("\nfinal match per attribute (mean over seeds)")
+    print(_header(24))
+    for label, group in runs.items():
+        print(_row(label, _mean([r.final for r in group]), 24))
+
+    if figures:
+        window = 20
+        ticks = [0, *eval_steps[1::2]]
+        seed_mean = {label: [statistics.fmean(x) for x in zip(*(r.losses for r in group))]
+                     for label, group in runs.items()}
+        loss = {label: [(i + 1, v) for i, v in enumerate(moving_average(values, window))][::5]
+                for label, values in seed_mean.items()}
+        panels = [
+            Panel("attribute match of a photo of <S[0]>", "training step", "mean share matching",
+                  {label: sorted(c.items()) for label, c in curves.items()}, (0.0, 1.0), ticks),
+            Panel(f"training loss (moving mean of {window} steps)", "training step", "loss", loss, None,
+                  ticks),
+            Panel("g(t): gradient norm per band, N1 uniform", "timestep t (0 = clean)", "|grad|",
+                  {"g(t)": [(i * 20 + 10, v) for i, v in enumerate(g_uniform) if v is not None]}, None,
+                  [0, 200, 400, 600, 800, 1000], bars=True),
+        ]
+        print("wrote", save_figure(figures / "timestep_sampling.png", panels,
+                                   f"Toy world: timestep sampling ({seeds} seeds each, concept {SAMPLING_CONCEPT})"))
+
+
+def contrasts(bench: Bench, samples: int, seeds: int) -> None:
+    """concepts.mode_contrasts per training seed and concept: the margins of the mode tests."""
+    print(f"\n== mode contrasts (concepts.MODE_PROBES), {samples} samples per probe, training seeds 0..{seeds - 1}")
+    names = list(concepts.mode_contrasts({p: dict.fromkeys(world.ATTRIBUTES, 0.0) for p in concepts.MODE_PROBES}))
+    print(f"  {'concept':8s}{'seed':>5s}" + "".join(f"{n:>30s}" for n in names))
+    for name, truth in concepts.CONCEPTS.items():
+        for seed in range(seeds):
+            trained = bench.train(name, replace(bench.recipe, seed=seed))
+            rates = {probe: concepts.share_matching(bench.read(trained, "a photo of " + tag.format(name=name),
+                                                               samples), truth)
+                     for probe, tag in concepts.MODE_PROBES.items()}
+            values = concepts.mode_contrasts(rates)
+            print(f"  {name:8s}{seed:>5d}" + "".join(f"{values[n]:>30.2f}" for n in names))
+
+
+def speed(bench: Bench) -> None:
+    print("\n== speed on this machine")
+    for label, steps, seconds in bench.train_seconds:
+        print(f"  train {label:28s} {steps:5d} steps {seconds:7.1f} s  {steps / seconds:6.2f} steps/s")
+    pictures = sum(c for c, _ in bench.sample_seconds)
+    seconds = sum(s for _, s in bench.sample_seconds)
+    if pictures:
+        print(f"  sampling: {pictures} pictures (20 steps, cfg 5, batches of {BATCH}) in {seconds:.0f} s: "
+              f"{pictures / seconds:.2f} pictures/s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concept", choices=sorted(concepts.CONCEPTS), default="ycs")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("part", nargs="?", choices=("learning", "scales", "sampling", "contrasts", "all"), default="all")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="samples per prompt (default: 32 for learning, 8 for the others)")
+    parser.add_argument("--steps", type=int, default=concepts.TrainingRecipe.steps, help="training steps per run")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per timestep sampler")
+    parser.add_argument("--figures", type=Path, default=None, help="write the plots into this folder")
     opts = parser.parse_args()
 
     from tests.harness import host
@@ -37,28 +299,19 @@ def main() -> None:
     import comfy.utils
 
     comfy.utils.PROGRESS_BAR_ENABLED = False
-    model, clip, vae = host_sampling.load_checkpoint(DEFAULT_OUT)
-    truth = concepts.CONCEPTS[opts.concept]
-    recipe = concepts.TrainingRecipe(steps=opts.steps, seed=opts.seed)
-    start = time.perf_counter()
-    trained, _, _ = concepts.train(pack, model, clip, vae, concepts.pictures(truth), opts.concept, recipe)
-    print(f"concept {opts.concept} = {world.caption(truth)}; trained {opts.steps} steps in "
-          f"{time.perf_counter() - start:.0f} s; {opts.samples} samples per prompt, seed {opts.seed + 1}")
-
-    def row(label: str, text: str, concept_set) -> None:
-        rates = concepts.match_rates(pack, model, clip, vae, concept_set, text, truth, opts.samples, opts.seed + 1)
-        print(f"  {label:10s}" + "".join(f"{rates[a]:>11.2f}" for a in world.ATTRIBUTES))
-
-    header = "  " + " " * 10 + "".join(f"{a:>11s}" for a in world.ATTRIBUTES)
-    print("baselines")
-    print(header)
-    row("init word", f"a photo of a {concepts.INIT_WORD}", None)
-    row("caption", world.caption(truth), None)
-    for mode, tag in MODES.items():
-        print(f"{mode}: a photo of {tag.format(name='S', k='k')}")
-        print(header)
-        for k in range(recipe.num_scales):
-            row(f"k={k}", "a photo of " + tag.format(name=opts.concept, k=k), trained)
+    bench = Bench(pack, *concepts.host_sampling.load_checkpoint(DEFAULT_OUT),
+                  recipe=concepts.TrainingRecipe(steps=opts.steps))
+    started = time.perf_counter()
+    if opts.part in ("learning", "all"):
+        learning(bench, opts.samples or 32)
+    if opts.part in ("scales", "all"):
+        scales(bench, opts.samples or 8, opts.figures)
+    if opts.part in ("sampling", "all"):
+        sampling(bench, opts.samples or 8, opts.seeds, opts.figures)
+    if opts.part == "contrasts":
+        contrasts(bench, opts.samples or 16, opts.seeds)
+    speed(bench)
+    print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min")
 
 
 if __name__ == "__main__":

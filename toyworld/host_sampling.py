@@ -42,14 +42,21 @@ def encode(clip, text: str):
     return nodes.CLIPTextEncode().encode(clip, text)[0]
 
 
-@torch.inference_mode()
 def sample(model, vae, positive, negative, seed: int, s: SamplerSettings = SamplerSettings()) -> np.ndarray:
     """One picture (H x W x 3 floats in 0..1) from CONDITIONING `positive` and `negative`."""
+    return sample_batch(model, vae, positive, negative, seed, 1, s)[0]
+
+
+@torch.inference_mode()
+def sample_batch(model, vae, positive, negative, seed: int, count: int,
+                 s: SamplerSettings = SamplerSettings()) -> list[np.ndarray]:
+    """`count` pictures from one KSampler run on a latent batch (the host draws each item's noise from
+    `seed` in turn); about a third cheaper per picture than one run each on a CPU."""
     import nodes
 
-    latent = nodes.EmptyLatentImage().generate(world.SIZE, world.SIZE, 1)[0]
+    latent = nodes.EmptyLatentImage().generate(world.SIZE, world.SIZE, count)[0]
     out = nodes.KSampler().sample(model, seed, s.steps, s.cfg, s.sampler, s.scheduler, positive, negative, latent)[0]
-    return nodes.VAEDecode().decode(vae, out)[0][0].cpu().numpy()
+    return list(nodes.VAEDecode().decode(vae, out)[0].cpu().numpy())
 
 
 @torch.inference_mode()
