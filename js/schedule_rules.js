@@ -1,5 +1,5 @@
 // The tag grammar and docs/method.md's schedule rules, for drawing on the node while the user types.
-// Mirrors mrti/prompt_syntax.py and mrti/schedule.py; tests/e2e/test_js_rules.py checks the two agree on
+// Mirrors mrti/prompt_syntax.py and mrti/schedule.py; tests/unit/test_js_rules.py checks the two agree on
 // a table of prompts. Exact arithmetic (BigInt) so that bucket edges fall where Python puts them.
 
 export const NUM_TIMESTEPS = 1000;
