@@ -20,7 +20,7 @@ _FAMILIES = [
     ("ModelSamplingDiscreteEDM", "EDM sampling on a discrete table (timestep = log sigma / 4), as in "
                                  "Playground 2.5"),
     ("StableCascadeSampling", "Stable Cascade's continuous cosine schedule"),
-    ("ModelSamplingDiscreteFlow", "flow matching (SD3, AuraFlow, HunyuanDiT-style models)"),
+    ("ModelSamplingDiscreteFlow", "flow matching (SD3, AuraFlow and similar)"),
     ("ModelSamplingFlux", "flow matching (Flux)"),
     ("ModelSamplingCosmosRFlow", "rectified flow (Cosmos)"),
     ("ModelSamplingContinuousV", "continuous-time v prediction (CosXL-style EDM)"),
