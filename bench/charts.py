@@ -36,7 +36,7 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+def _even_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [low + (high - low) * i / (count - 1) for i in range(count)]
 
 
@@ -60,10 +60,10 @@ def _draw_panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], panel: Panel
         return plot_b - (y - y_low) / (y_high - y_low) * (plot_b - plot_t)
 
     draw.text((plot_l, oy + 6), panel.title, fill=AXIS, font=font)
-    for y in _nice_ticks(y_low, y_high):
+    for y in _even_ticks(y_low, y_high):
         draw.line([(plot_l, py(y)), (plot_r, py(y))], fill=GRID)
         draw.text((ox + 4, py(y) - 7), f"{y:.3g}", fill=AXIS, font=small)
-    for x in panel.x_ticks or _nice_ticks(x_low, x_high):
+    for x in panel.x_ticks or _even_ticks(x_low, x_high):
         draw.line([(px(x), plot_b), (px(x), plot_b + 4)], fill=AXIS)
         draw.text((px(x) - 8, plot_b + 6), f"{x:g}", fill=AXIS, font=small)
     draw.line([(plot_l, plot_t), (plot_l, plot_b), (plot_r, plot_b)], fill=AXIS)
