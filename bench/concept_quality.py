@@ -258,16 +258,16 @@ def sampling(bench: Bench, samples: int, seeds: int, figures: Path | None) -> No
 def contrasts(bench: Bench, samples: int, seeds: int) -> None:
     """concepts.mode_contrasts per training seed and concept: the margins of the mode tests."""
     print(f"\n== mode contrasts (concepts.MODE_PROBES), {samples} samples per probe, training seeds 0..{seeds - 1}")
-    names = list(concepts.mode_contrasts({p: dict.fromkeys(world.ATTRIBUTES, 0.0) for p in concepts.MODE_PROBES}))
-    print(f"  {'concept':8s}{'seed':>5s}" + "".join(f"{n:>30s}" for n in names))
-    for name, truth in concepts.CONCEPTS.items():
-        for seed in range(seeds):
-            trained = bench.train(name, replace(bench.recipe, seed=seed))
-            rates = {probe: concepts.share_matching(bench.read(trained, "a photo of " + tag.format(name=name),
-                                                               samples), truth)
-                     for probe, tag in concepts.MODE_PROBES.items()}
-            values = concepts.mode_contrasts(rates)
-            print(f"  {name:8s}{seed:>5d}" + "".join(f"{values[n]:>30.2f}" for n in names))
+    for row, (name, seed) in enumerate((n, s) for n in concepts.CONCEPTS for s in range(seeds)):
+        truth = concepts.CONCEPTS[name]
+        trained = bench.train(name, replace(bench.recipe, seed=seed))
+        rates = {probe: concepts.share_matching(bench.read(trained, "a photo of " + tag.format(name=name), samples),
+                                                truth)
+                 for probe, tag in concepts.MODE_PROBES.items()}
+        values = concepts.mode_contrasts(rates)
+        if row == 0:
+            print(f"  {'concept':8s}{'seed':>5s}" + "".join(f"{n:>30s}" for n in values))
+        print(f"  {name:8s}{seed:>5d}" + "".join(f"{v:>30.2f}" for v in values.values()))
 
 
 def speed(bench: Bench) -> None:

@@ -151,6 +151,11 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
         raise ConceptFileExistsError(target, f"a concept named {config.name!r} exists already; choose another "
                                              "name or switch on overwrite")
     state, origin = _starting_state(config, clip, resume, widths)
+    reporter = _Reporter(config, state, node_id)
+    coverage = coverage_warning(config.timestep_sampling, config.num_scales, config.t_min, config.t_max,
+                                config.init_word)
+    if coverage:  # before the VAE encodes and the model loads: the user can cancel and widen the interval
+        reporter.warn(coverage)
     prompts = PromptTokens(clip, config.templates, config.vectors_per_token)
     meta = {"name": config.name, "init_word": config.init_word, "base_family": family.value,
             "settings": config.settings()}
@@ -173,11 +178,6 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
     make_autograd_safe(patcher.model)
     make_autograd_safe(clip.cond_stage_model)
     objective = HostObjective(patcher, clip, latents, prompts, config.resolution)
-    reporter = _Reporter(config, state, node_id)
-    coverage = coverage_warning(config.timestep_sampling, config.num_scales, config.t_min, config.t_max,
-                                config.init_word)
-    if coverage:
-        reporter.warn(coverage)
     hooks = LoopHooks(check_interrupt=mm.throw_exception_if_processing_interrupted, on_step=reporter,
                       on_checkpoint=checkpoint)
     loop = TrainingLoop(config, state, objective, len(latents), len(config.templates), hooks)
