@@ -45,7 +45,10 @@ function upstreamConcepts(node) {
       const entry = widget(source, "concept")?.value ?? "";
       const name = (widget(source, "name")?.value ?? "").trim() || stem(entry);
       const info = conceptInfo.get(entry);
-      out[name] ??= { numScales: info?.num_scales ?? DEFAULT_SCALES, untrained: new Set(info?.untrained ?? []) };
+      // A file the server says the loader refuses is shown as broken, never drawn with a guessed N.
+      out[name] ??= info?.error
+        ? { numScales: DEFAULT_SCALES, untrained: new Set(), broken: info.error }
+        : { numScales: info?.num_scales ?? DEFAULT_SCALES, untrained: new Set(info?.untrained ?? []) };
     } else if (source.comfyClass === TRAINER) {
       const name = widget(source, "name")?.value ?? "concept";
       out[name] = { numScales: widget(source, "num_scales")?.value ?? DEFAULT_SCALES, untrained: new Set() };
@@ -77,9 +80,15 @@ function scheduleOf(node) {
   const concepts = upstreamConcepts(node);
   const scales = Object.fromEntries(Object.entries(concepts).map(([name, c]) => [name, c.numScales]));
   const untrained = Object.fromEntries(Object.entries(concepts).map(([name, c]) => [name, [...c.untrained]]));
-  const key = JSON.stringify([text, mode, resolution, interpolate, scales, untrained]);
+  const broken = Object.entries(concepts).find(([, c]) => c.broken);
+  const key = JSON.stringify([text, mode, resolution, interpolate, scales, untrained, broken?.[1].broken]);
   if (node.mrtiSchedule?.key === key) return node.mrtiSchedule;
   let schedule;
+  if (broken) {
+    schedule = { key, tags: [], spans: [], untrained, error: `concept ${broken[0]} is broken: ${broken[1].broken}` };
+    node.mrtiSchedule = schedule;
+    return schedule;
+  }
   try {
     const tags = resolveTags(parsePrompt(text), scales, mode, resolution);
     schedule = { key, tags, spans: stateSpans(tags, interpolate), untrained };
@@ -211,7 +220,7 @@ function closePopup() {
 
 function completionItems(node, prefix) {
   const names = Object.keys(upstreamScales(node));
-  const known = names.length ? names : [...conceptInfo.values()].filter((c) => !c.error).map((c) => c.name);
+  const known = names.length ? names : [...conceptInfo.values()].filter((c) => !c.error && c.name).map((c) => c.name);
   const items = [];
   for (const name of known.filter((n) => n.startsWith(prefix)).sort()) {
     items.push({ text: `<${name}[0]>`, hint: "fully", select: name.length + 2 });

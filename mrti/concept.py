@@ -15,12 +15,15 @@ from types import MappingProxyType
 
 import torch
 
-from .errors import MrtiError
+from .errors import MrtiError, shown
 
 # ComfyUI's names for the CLIP towers; SDXL conditions on two of them at once.
 ENCODER_KEYS: tuple[str, ...] = ("clip_l", "clip_h", "clip_g")
 
 MAX_NUM_SCALES = 1000
+MAX_VECTORS_PER_TOKEN = 75  # one prompt chunk; more could never fit a prompt
+# Widths of the CLIP towers: files are checked against them before any tensor byte is read.
+ENCODER_WIDTHS: dict[str, int] = {"clip_l": 768, "clip_h": 1024, "clip_g": 1280}
 MAX_NAME_LENGTH = 100
 
 TrainingValue = str | int | float | bool
@@ -66,10 +69,10 @@ def validate_concept_name(name: object) -> str:
             f"at most {MAX_NAME_LENGTH} are allowed"
         )
     if name.startswith("."):
-        raise MrtiError(f"concept name {name!r} must not start with '.'")
+        raise MrtiError(f"concept name {shown(name)} must not start with '.'")
     if _NAME_RE.fullmatch(name) is None:
         raise MrtiError(
-            f"concept name {name!r} is not allowed: use only ASCII letters, digits, '_', '-' and '.', "
+            f"concept name {shown(name)} is not allowed: use only ASCII letters, digits, '_', '-' and '.', "
             "starting with a letter, digit or '_'"
         )
     return name
@@ -96,11 +99,11 @@ class ConceptInfo:
         for key, value in training.items():
             if not isinstance(key, str) or not isinstance(value, (str, int, float, bool)):
                 raise MrtiError(
-                    f"training metadata entry {key!r}: {value!r} must map a string to a "
+                    f"training metadata entry {shown(key)}: {shown(value)} must map a string to a "
                     "string, number or boolean"
                 )
             if isinstance(value, float) and not math.isfinite(value):
-                raise MrtiError(f"training metadata entry {key!r} is not a finite number: {value!r}")
+                raise MrtiError(f"training metadata entry {shown(key)} is not a finite number: {shown(value)}")
         object.__setattr__(self, "training", MappingProxyType(training))
 
     def __hash__(self) -> int:

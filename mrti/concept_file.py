@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
@@ -19,14 +20,16 @@ from safetensors.torch import save as _serialize
 from .atomic_write import atomic_write_bytes
 from .concept import (
     ENCODER_KEYS,
+    ENCODER_WIDTHS,
     MAX_NUM_SCALES,
+    MAX_VECTORS_PER_TOKEN,
     Concept,
     ConceptInfo,
     ModelFamily,
     TrainingValue,
     validate_concept_name,
 )
-from .errors import ConceptFileError, MrtiError
+from .errors import ConceptFileError, MrtiError, shown
 
 logger = logging.getLogger(__name__)
 
@@ -99,17 +102,70 @@ def _not_safetensors(path: Path, exc: Exception) -> ConceptFileError:
     return ConceptFileError(path, f"not a valid or complete safetensors file ({exc})")
 
 
-def peek_concept_header(path: PathArg) -> dict[str, str]:
-    """The file's header metadata, read without loading any tensor data."""
-    file = Path(path)
+# safetensors' own limit; a concept's header is a few kilobytes.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+_DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I16": 2, "I32": 4, "I64": 8,
+                "BOOL": 1}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    dtype: str
+    shape: list[int]
+
+
+def _read_header(file: Path) -> tuple[dict[str, str], dict[str, TensorEntry]]:
+    """The metadata and tensor table of a safetensors file, read with plain file reads and checked
+    against the file's size; nothing is memory-mapped and no tensor byte is read."""
     _check_readable_file(file)
     try:
-        with safe_open(str(file), framework="pt") as handle:
-            return dict(handle.metadata() or {})
+        size = file.stat().st_size
+        with file.open("rb") as handle:
+            prefix = handle.read(8)
+            declared = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            if declared < 2 or declared > min(size - 8, MAX_HEADER_BYTES):
+                raise _not_safetensors(file, f"its header length field says {declared} bytes, for a file of "
+                                             f"{size} bytes")
+            raw = handle.read(declared)
     except OSError as exc:
         raise ConceptFileError(file, f"cannot read file: {exc.strerror or exc}") from exc
-    except Exception as exc:  # safetensors raises its own untyped errors for malformed files
-        raise _not_safetensors(file, exc) from exc
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _not_safetensors(file, f"its header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise _not_safetensors(file, "its header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        raise _not_safetensors(file, "its metadata is not a map of strings to strings")
+    entries, data_bytes, end = {}, size - 8 - declared, 0
+    for key, entry in header.items():
+        try:
+            dtype, shape, (begin, stop) = entry["dtype"], list(entry["shape"]), entry["data_offsets"]
+            count = 1
+            for dim in shape:
+                count *= int(dim)
+            valid = (dtype in _DTYPE_BYTES and all(isinstance(d, int) and d >= 0 for d in shape)
+                     and isinstance(begin, int) and isinstance(stop, int) and 0 <= begin <= stop
+                     and stop - begin == count * _DTYPE_BYTES[dtype])
+        except (KeyError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise _not_safetensors(file, f"its entry for tensor {shown(key)} is malformed: {shown(entry)}")
+        if stop > data_bytes:
+            raise _not_safetensors(file, f"tensor {shown(key)} declares {stop - begin} bytes, beyond the "
+                                         f"{data_bytes} bytes of data the file holds")
+        entries[key] = TensorEntry(dtype, shape)
+        end = max(end, stop)
+    if end != data_bytes:  # as safetensors itself requires; a hole after the data is no concept
+        raise _not_safetensors(file, f"it holds {data_bytes - end} bytes after its last tensor")
+    return metadata, entries
+
+
+def peek_concept_header(path: PathArg) -> dict[str, str]:
+    """The file's header metadata, read without loading any tensor data."""
+    return _read_header(Path(path))[0]
 
 
 def _int_field(path: Path, metadata: Mapping[str, str], key: str) -> int:
@@ -117,7 +173,7 @@ def _int_field(path: Path, metadata: Mapping[str, str], key: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ConceptFileError(path, f"metadata {key!r} is {text!r}, not an integer") from None
+        raise ConceptFileError(path, f"metadata {key!r} is {shown(text)}, not an integer") from None
 
 
 def _parse_training(path: Path, text: str) -> dict[str, TrainingValue]:
@@ -130,7 +186,7 @@ def _parse_training(path: Path, text: str) -> dict[str, TrainingValue]:
     for key, value in training.items():
         if isinstance(value, (dict, list)) or value is None:
             raise ConceptFileError(
-                path, f"metadata {KEY_TRAINING!r} entry {key!r} must be a string, number or boolean"
+                path, f"metadata {KEY_TRAINING!r} entry {shown(key)} must be a string, number or boolean"
             )
     return training
 
@@ -146,7 +202,7 @@ def examples_per_scale(path: Path, metadata: Mapping[str, str], num_scales: int)
         counts = None
     if (not isinstance(counts, list) or len(counts) != num_scales
             or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts)):
-        raise ConceptFileError(path, f"metadata {KEY_EXAMPLES!r} is {text[:80]!r}; expected a list of "
+        raise ConceptFileError(path, f"metadata {KEY_EXAMPLES!r} is {shown(text)}; expected a list of "
                                      f"{num_scales} non-negative integers (one per scale)")
     return tuple(counts)
 
@@ -176,15 +232,16 @@ def _parse_info(path: Path, metadata: Mapping[str, str]) -> tuple[ConceptInfo, i
             path, f"metadata {KEY_NUM_SCALES!r} is {num_scales}; expected 1 to {MAX_NUM_SCALES}"
         )
     vectors = _int_field(path, metadata, KEY_VECTORS_PER_TOKEN)
-    if vectors < 1:
-        raise ConceptFileError(path, f"metadata {KEY_VECTORS_PER_TOKEN!r} is {vectors}; expected at least 1")
+    if not 1 <= vectors <= MAX_VECTORS_PER_TOKEN:
+        raise ConceptFileError(path, f"metadata {KEY_VECTORS_PER_TOKEN!r} is {vectors}; expected 1 to "
+                                     f"{MAX_VECTORS_PER_TOKEN}")
     family_text = metadata[KEY_BASE_FAMILY]
     try:
         family = ModelFamily(family_text)
     except ValueError:
         known = ", ".join(f.value for f in ModelFamily)
         raise ConceptFileError(
-            path, f"metadata {KEY_BASE_FAMILY!r} is {family_text!r}; expected one of {known}"
+            path, f"metadata {KEY_BASE_FAMILY!r} is {shown(family_text)}; expected one of {known}"
         ) from None
     training = _parse_training(path, metadata[KEY_TRAINING])
     examples = examples_per_scale(path, metadata, num_scales)
@@ -195,49 +252,44 @@ def _parse_info(path: Path, metadata: Mapping[str, str]) -> tuple[ConceptInfo, i
     return info, num_scales, vectors
 
 
-def _read_tensors(path: Path, num_scales: int, vectors: int) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
+def _checked_keys(path: Path, entries: Mapping[str, TensorEntry], num_scales: int, vectors: int) -> list[str]:
+    """The file's tensor names, after checking every shape and dtype in its header (no data is read)."""
+    if not entries:
+        raise ConceptFileError(path, "file holds no tensors")
+    for key, entry in entries.items():
+        if key not in ENCODER_KEYS:
+            raise ConceptFileError(path, f"unknown tensor {shown(key)}; expected only {', '.join(ENCODER_KEYS)}")
+        shape = entry.shape
+        if len(shape) != 3:
+            raise ConceptFileError(path, f"tensor {key!r} has shape {shown(shape)}; expected 3 dimensions "
+                                         "[num_scales, vectors_per_token, width]")
+        if shape[:2] != [num_scales, vectors]:
+            raise ConceptFileError(path, f"tensor {key!r} has shape {shape}, but the metadata says {num_scales} "
+                                         f"scales x {vectors} vectors per token")
+        if shape[2] != ENCODER_WIDTHS[key]:
+            raise ConceptFileError(path, f"tensor {key!r} has width {shape[2]}; {key} is "
+                                         f"{ENCODER_WIDTHS[key]} wide in every model that has it")
+        if entry.dtype not in _LOADABLE_DTYPES:
+            raise ConceptFileError(path, f"tensor {key!r} has dtype {entry.dtype}; expected "
+                                         + ", ".join(_LOADABLE_DTYPES.values()))
+    return list(entries)
+
+
+def _with_file(path: Path, read):
     try:
         with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-            if not keys:
-                raise ConceptFileError(path, "file holds no tensors")
-            for key in keys:
-                if key not in ENCODER_KEYS:
-                    raise ConceptFileError(
-                        path, f"unknown tensor {key!r}; expected only {', '.join(ENCODER_KEYS)}"
-                    )
-                tensor_slice = handle.get_slice(key)
-                shape = list(tensor_slice.get_shape())
-                dtype = tensor_slice.get_dtype()
-                if len(shape) != 3:
-                    raise ConceptFileError(
-                        path,
-                        f"tensor {key!r} has shape {shape}; expected 3 dimensions "
-                        "[num_scales, vectors_per_token, width]",
-                    )
-                if shape[:2] != [num_scales, vectors]:
-                    raise ConceptFileError(
-                        path,
-                        f"tensor {key!r} has shape {shape}, but the metadata says {num_scales} "
-                        f"scales x {vectors} vectors per token",
-                    )
-                if shape[2] < 1:
-                    raise ConceptFileError(path, f"tensor {key!r} has width 0")
-                if dtype not in _LOADABLE_DTYPES:
-                    raise ConceptFileError(
-                        path,
-                        f"tensor {key!r} has dtype {dtype}; expected "
-                        + ", ".join(_LOADABLE_DTYPES.values()),
-                    )
-            for key in keys:
-                tensors[key] = handle.get_tensor(key).to(device="cpu", dtype=torch.float32).contiguous()
+            return read(handle)
     except MrtiError:
         raise
     except OSError as exc:
         raise ConceptFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
     except Exception as exc:  # malformed or truncated data
         raise _not_safetensors(path, exc) from exc
+
+
+def _read_tensors(path: Path, keys: list[str]) -> dict[str, torch.Tensor]:
+    tensors = _with_file(path, lambda handle: {
+        key: handle.get_tensor(key).to(device="cpu", dtype=torch.float32).contiguous() for key in keys})
     for key, tensor in tensors.items():
         bad = int((~torch.isfinite(tensor)).sum())
         if bad:
@@ -247,21 +299,36 @@ def _read_tensors(path: Path, num_scales: int, vectors: int) -> dict[str, torch.
     return tensors
 
 
-def load_concept(path: PathArg, *, name: str | None = None) -> Concept:
-    """Load and validate a concept file; tensors come back as float32 on the CPU."""
+def inspect_concept_file(path: PathArg) -> tuple[ConceptInfo, int]:
+    """The file's info and N, after everything ``load_concept`` checks short of reading the vectors and
+    the name (a loader may give one): header, shapes, dtypes."""
     file = Path(path)
-    metadata = peek_concept_header(file)
+    metadata, entries = _read_header(file)
     info, num_scales, vectors = _parse_info(file, metadata)
+    _checked_keys(file, entries, num_scales, vectors)
+    return info, num_scales
+
+
+def _file_name_concept(file: Path, name: str | None) -> str:
     if name is None:
         name = file.name[: -len(FILE_SUFFIX)] if file.name.endswith(FILE_SUFFIX) else file.stem
         what = "the file name gives concept name"
     else:
         what = "concept name"
     try:
-        validate_concept_name(name)
+        return validate_concept_name(name)
     except MrtiError as exc:
-        raise ConceptFileError(file, f"{what} {name!r}, which is not usable: {exc}") from None
-    embeddings = _read_tensors(file, num_scales, vectors)
+        raise ConceptFileError(file, f"{what} {shown(name)}, which is not usable: {exc}") from None
+
+
+def load_concept(path: PathArg, *, name: str | None = None) -> Concept:
+    """Load and validate a concept file; tensors come back as float32 on the CPU."""
+    file = Path(path)
+    metadata, entries = _read_header(file)
+    info, num_scales, vectors = _parse_info(file, metadata)
+    name = _file_name_concept(file, name)
+    # Only now, with every size in the header within the limits, is any tensor byte read.
+    embeddings = _read_tensors(file, _checked_keys(file, entries, num_scales, vectors))
     try:
         concept = Concept(name, embeddings, info, str(file))
     except MrtiError as exc:

@@ -10,6 +10,9 @@ from .errors import MrtiError
 from .prompt_syntax import Mode, Resolution, parse_resolution
 
 MAX_CELLS = 200
+# Text-encoder passes one grid may take (each cell needs one per distinct token state: up to N + 1).
+# About a minute on a GPU; a grid over a 1000-scale concept would otherwise take hours.
+MAX_GRID_ENCODINGS = 2000
 
 
 @dataclass(frozen=True)

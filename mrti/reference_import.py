@@ -1,7 +1,8 @@
 """Import of concepts trained by the 2022 reference implementation (a saved diffusers pipeline).
 
 Only the ``N`` rows of the token-embedding table named ``<S|i|>`` are taken. Pickled ``.bin`` files
-are opened with ``weights_only=True`` so that a shared folder cannot run code on this machine.
+are opened with ``weights_only=True`` so that a shared folder cannot run code on this machine, and
+memory-mapped, so that a table of any declared size costs only the pages of the rows read.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import logging
 import pickle
 import re
+import zipfile
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from safetensors import safe_open
 
 from .concept import Concept, ConceptInfo, ModelFamily, validate_concept_name
 from .concept_file import FORMAT_VERSION
-from .errors import ConceptFileError, MrtiError
+from .errors import ConceptFileError, MrtiError, shown
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,9 @@ EMBEDDING_KEY = "text_model.embeddings.token_embedding.weight"
 REFERENCE_SOURCE = "multires_textual_inversion reference"
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# torch.save's pre-1.6 format cannot be memory-mapped; it is read whole, so its size is capped (an SD2
+# text encoder in float32 is 1.4 GB).
+MAX_LEGACY_PICKLE_BYTES = 2 * 1024**3
 _TOKENIZER_FILES = ("added_tokens.json", "tokenizer.json")
 _SCALE_TOKEN_RE = re.compile(r"<([^<>|]+)\|(\d+)\|>")
 # The reference only trained SD1.x/SD2.x text encoders, which have a single tower.
@@ -53,6 +58,14 @@ def is_reference_folder(path: str | PathLike[str]) -> bool:
         return False
 
 
+def reference_files(path: str | PathLike[str]) -> tuple[Path, ...]:
+    """The files ``import_reference_folder`` reads from a reference folder (tokenizer, then weights)."""
+    folder = Path(path)
+    found = (_first_existing(folder / "tokenizer", _TOKENIZER_FILES),
+             _first_existing(folder / "text_encoder", _WEIGHT_FILES))
+    return tuple(file for file in found if file is not None)
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -74,13 +87,13 @@ def _added_tokens(path: Path) -> dict[str, int]:
         entries = []
         for entry in added:
             if not isinstance(entry, dict) or "content" not in entry or "id" not in entry:
-                raise ConceptFileError(path, f"malformed 'added_tokens' entry {entry!r}")
+                raise ConceptFileError(path, f"malformed 'added_tokens' entry {shown(entry)}")
             entries.append((entry["content"], entry["id"]))
     for token, token_id in entries:
         if not isinstance(token, str) or isinstance(token_id, bool) or not isinstance(token_id, int):
-            raise ConceptFileError(path, f"malformed added token {token!r}: {token_id!r}")
+            raise ConceptFileError(path, f"malformed added token {shown(token)}: {shown(token_id)}")
         if token in tokens and tokens[token] != token_id:
-            raise ConceptFileError(path, f"token {token!r} is listed twice with different ids")
+            raise ConceptFileError(path, f"token {shown(token)} is listed twice with different ids")
         tokens[token] = token_id
     return tokens
 
@@ -113,15 +126,24 @@ def _scale_token_ids(path: Path) -> tuple[str, list[int]]:
 
 
 def reference_num_scales(path: str | PathLike[str]) -> int:
-    """N of a reference folder, read from its tokenizer file alone (no weights are opened)."""
+    """N of a reference folder, after every check that reads no tensor data: the tokenizer file, and the
+    weights file's table shape (safetensors) or archive layout (.bin)."""
     folder = Path(path)
     tokenizer = _first_existing(folder / "tokenizer", _TOKENIZER_FILES)
     if tokenizer is None:
         raise ConceptFileError(folder, "no tokenizer/added_tokens.json or tokenizer/tokenizer.json")
-    return len(_scale_token_ids(tokenizer)[1])
+    weights = _first_existing(folder / "text_encoder", _WEIGHT_FILES)
+    if weights is None:
+        raise ConceptFileError(folder, "missing text_encoder/model.safetensors (or text_encoder/pytorch_model.bin)")
+    ids = _scale_token_ids(tokenizer)[1]
+    if weights.suffix == ".safetensors":
+        _rows_from_safetensors(weights, ids, read=False)
+    else:
+        _check_archive(weights)
+    return len(ids)
 
 
-def _rows_from_safetensors(path: Path, ids: list[int]) -> torch.Tensor:
+def _rows_from_safetensors(path: Path, ids: list[int], read: bool = True) -> torch.Tensor | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             if EMBEDDING_KEY not in handle.keys():
@@ -129,6 +151,8 @@ def _rows_from_safetensors(path: Path, ids: list[int]) -> torch.Tensor:
             table = handle.get_slice(EMBEDDING_KEY)
             shape = list(table.get_shape())
             _check_table(path, shape, ids)
+            if not read:
+                return None
             # Read only the span holding the concept instead of the whole vocabulary table.
             low, high = min(ids), max(ids) + 1
             block = table[low:high]
@@ -139,10 +163,33 @@ def _rows_from_safetensors(path: Path, ids: list[int]) -> torch.Tensor:
     return block[[i - low for i in ids]]
 
 
+def _check_archive(path: Path) -> bool:
+    """Whether ``path`` is a torch.save zip archive (memory-mappable); refuses what torch never writes."""
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        if size > MAX_LEGACY_PICKLE_BYTES:
+            raise ConceptFileError(path, f"is {size} bytes in the old (pre-zip) PyTorch format, which must be read "
+                                         f"whole; at most {MAX_LEGACY_PICKLE_BYTES} are accepted")
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ConceptFileError(path, f"not a readable PyTorch weights file ({exc})") from None
+    for member in members:
+        # A compressed member would be inflated in memory whatever its declared size.
+        if member.compress_type != zipfile.ZIP_STORED:
+            raise ConceptFileError(path, f"archive member {shown(member.filename)} is compressed; torch.save "
+                                         "never compresses, so this is not a PyTorch weights file")
+    return True
+
+
 def _rows_from_pickle(path: Path, ids: list[int]) -> torch.Tensor:
     try:
-        with path.open("rb") as file:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+        mappable = _check_archive(path)
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mappable)
+    except MrtiError:
+        raise
     except pickle.UnpicklingError as exc:
         raise ConceptFileError(
             path,
@@ -160,6 +207,8 @@ def _rows_from_pickle(path: Path, ids: list[int]) -> torch.Tensor:
         raise ConceptFileError(path, f"missing tensor {EMBEDDING_KEY!r}")
     if not isinstance(table, torch.Tensor):
         raise ConceptFileError(path, f"{EMBEDDING_KEY!r} is not a tensor")
+    if table.layout != torch.strided:
+        raise ConceptFileError(path, f"{EMBEDDING_KEY!r} is a {table.layout} tensor; expected a dense table")
     _check_table(path, list(table.shape), ids)
     return table[ids]
 
@@ -198,7 +247,7 @@ def import_reference_folder(path: str | PathLike[str], *, name: str | None = Non
     try:
         validate_concept_name(name)
     except MrtiError as exc:
-        raise ConceptFileError(folder, f"cannot use {name!r} as the concept name: {exc}") from None
+        raise ConceptFileError(folder, f"cannot use {shown(name)} as the concept name: {exc}") from None
     placeholder, ids = _scale_token_ids(tokenizer_file)
     if weights_file.suffix == ".safetensors":
         rows = _rows_from_safetensors(weights_file, ids)

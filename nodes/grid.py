@@ -5,16 +5,22 @@ once per item (the host's list mapping); `MultiResGridImage` receives all images
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from comfy_api.latest import io
 
 from ..mrti.concept import ConceptSet
 from ..mrti.errors import MrtiError
-from ..mrti.grid import MAX_CELLS, GridLayout, grid_image, parse_modes, parse_resolutions
+from ..mrti.grid import MAX_CELLS, MAX_GRID_ENCODINGS, GridLayout, grid_image, parse_modes, parse_resolutions
 from ..mrti.prompt_syntax import parse_prompt
 from .concept_type import MultiResConcepts
-from .prompt_encoding import encode_schedule
+from .model_support import prompt_edges
+from .prompt_encoding import encode_plan, plan_schedule
+from .scheduler import MODEL_TOOLTIP
+
+log = logging.getLogger(__name__)
 
 MultiResGrid = io.Custom("MULTIRES_GRID")
 
@@ -41,6 +47,7 @@ class MultiResGridPrompts(io.ComfyNode):
                                         "a comma-separated list of indices and decimal times, e.g. 0, 3, 0.5."),
                 io.Boolean.Input("interpolate", default=False,
                                  tooltip="For decimal times: blend the two nearest buckets' embeddings."),
+                io.Model.Input("model", optional=True, tooltip=MODEL_TOOLTIP),
             ],
             outputs=[
                 io.Conditioning.Output(is_output_list=True, tooltip="One conditioning per grid cell."),
@@ -50,7 +57,8 @@ class MultiResGridPrompts(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, concepts: ConceptSet, text: str, modes: str, resolutions: str,
-                interpolate: bool) -> io.NodeOutput:
+                interpolate: bool, model=None) -> io.NodeOutput:
+        edges = prompt_edges(model)
         tags = parse_prompt(text).tags
         if not tags:
             raise MrtiError(f"the grid prompt has no concept tag: {text[:80]!r}")
@@ -61,8 +69,15 @@ class MultiResGridPrompts(io.ComfyNode):
         columns = parse_resolutions(resolutions, concepts[first].num_scales)
         if len(row_modes) * len(columns) > MAX_CELLS:
             raise MrtiError(f"{len(row_modes)} x {len(columns)} cells is more than {MAX_CELLS}")
-        conditionings = [encode_schedule(clip, concepts, text, mode, resolution, interpolate)
-                         for mode in row_modes for resolution in columns]
+        plans = [plan_schedule(concepts, text, mode, resolution, interpolate, edges)
+                 for mode in row_modes for resolution in columns]
+        encodings = sum(plan.encodings for plan in plans)
+        if encodings > MAX_GRID_ENCODINGS:
+            raise MrtiError(f"this grid needs {encodings} text-encoder passes ({len(plans)} cells, up to "
+                            f"{max(plan.encodings for plan in plans)} token states each); at most "
+                            f"{MAX_GRID_ENCODINGS} are allowed: choose fewer resolutions or modes")
+        log.info("resolution grid: %d cells, %d text-encoder passes", len(plans), encodings)
+        conditionings = [encode_plan(clip, concepts, plan) for plan in plans]
         layout = GridLayout(tuple(m.value for m in row_modes), tuple(str(r) for r in columns))
         return io.NodeOutput(conditionings, layout)
 

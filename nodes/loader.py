@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import os
 
 from comfy_api.latest import io
 
 from ..mrti.concept import ConceptSet, validate_concept_name
 from ..mrti.concept_file import load_concept
-from ..mrti.reference_import import import_reference_folder
+from ..mrti.reference_import import import_reference_folder, reference_files
 from ..mrti.training.timesteps import index_ranges
 from . import model_folders
 from .concept_type import MultiResConcepts
@@ -50,14 +50,17 @@ class MultiResEmbeddingLoader(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, concept: str, name: str = "", concepts=None):
-        # Reload when the file on disk changes, not only when the inputs do.
+        # Reload when any file the load reads has changed, not only when the inputs do. The change time
+        # is part of it because a copy that keeps size and modification time (cp -p, rsync -t) cannot
+        # keep the inode change time; an unchanged file is not read again.
         try:
             path = model_folders.resolve_entry(concept)
-        except ValueError:
-            return concept
-        stamp_of = path / "text_encoder" if path.is_dir() else path
-        stat = Path(stamp_of).stat()
-        return f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
+            files = reference_files(path) if path.is_dir() else (path,)
+            stats = [(file, os.stat(file)) for file in files]
+        except (ValueError, OSError):
+            return concept  # execute() reports what is wrong
+        return "|".join(f"{file}:{s.st_dev}:{s.st_ino}:{s.st_size}:{s.st_mtime_ns}:{s.st_ctime_ns}"
+                        for file, s in stats)
 
     @classmethod
     def execute(cls, concept: str, name: str = "", concepts: ConceptSet | None = None) -> io.NodeOutput:

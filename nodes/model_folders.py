@@ -47,15 +47,21 @@ def list_entries() -> list[str]:
 
 
 def resolve_entry(entry: str) -> Path:
-    """The file or folder behind a dropdown entry; refuses names that leave the models folders."""
+    """The file or folder behind a dropdown entry; refuses names that leave the models folders.
+
+    As the host's own `folder_paths.get_full_path` does, the name is confined to the folder and symlinks
+    inside it are then followed wherever they point: a user links a concept in, and it loads."""
     register()
-    relative = entry.rstrip("/")
+    relative = os.path.normpath(entry.rstrip("/") or ".")
+    if os.path.isabs(relative) or relative == "." or relative.split(os.sep)[0] == "..":
+        raise ConceptFileError(entry, f"is not a name inside the {FOLDER_NAME} folders")
     for root in folder_paths.get_folder_paths(FOLDER_NAME):
-        root_path = Path(root).resolve()
-        candidate = (root_path / relative).resolve()
-        if root_path not in candidate.parents:
-            continue
-        if candidate.is_file() or (candidate.is_dir() and is_reference_folder(candidate)):
-            return candidate
+        candidate = Path(root) / relative
+        try:
+            if candidate.is_file() or (candidate.is_dir() and is_reference_folder(candidate)):
+                return candidate
+        except (OSError, ValueError) as exc:  # a symlink loop, an unreadable folder, a NUL in the name
+            reason = getattr(exc, "strerror", None) or exc
+            raise ConceptFileError(candidate, f"cannot be read: {reason}") from exc
     raise ConceptFileError(entry, f"no concept file or reference folder of that name in the "
                                   f"{FOLDER_NAME} folders ({', '.join(folder_paths.get_folder_paths(FOLDER_NAME))})")

@@ -3,12 +3,14 @@
 Each concept tag is replaced by an `embedding:` word that the host's tokenizer resolves through a
 lookup we add to a copy of it, so chunking, `(word:1.2)` weights and ordinary `embedding:` files are all
 handled by the host exactly as in CLIPTextEncode. The result is standard CONDITIONING: one entry per
-span of timesteps, scheduled with `start_percent`/`end_percent`.
+span of timesteps, bounded in sigma with the host's own `timestep_start`/`timestep_end` keys, placed
+where the model's timestep changes (mrti/step_ranges.py).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -16,9 +18,9 @@ import comfy.sd1_clip
 
 from ..mrti.concept import Concept, ConceptSet
 from ..mrti.errors import MrtiError
-from ..mrti.prompt_syntax import Mode, Resolution, ResolvedTag, parse_prompt, resolve_tags
-from ..mrti.schedule import TokenState, distinct_states, materialize, state_spans
-from ..mrti.step_ranges import progress_range
+from ..mrti.prompt_syntax import Mode, ParsedPrompt, Resolution, ResolvedTag, parse_prompt, resolve_tags
+from ..mrti.schedule import StateSpan, TokenState, distinct_states, materialize, state_spans
+from ..mrti.step_ranges import SigmaRange, TimestepEdges, progress_range
 from .clip_slots import clip_with_slots, text_encoders
 
 log = logging.getLogger(__name__)
@@ -60,19 +62,42 @@ def _substituted_text(segments) -> str:
     return "".join(parts)
 
 
-def encode_schedule(clip, concepts: ConceptSet, text: str, default_mode: Mode, default_resolution: Resolution,
-                    interpolate: bool) -> list:
-    """CONDITIONING for `text` whose concept tags follow docs/method.md's rules at every sampler step."""
+@dataclass(frozen=True)
+class SchedulePlan:
+    """A prompt's tags and the spans of token states the model will meet, before any encoding."""
+
+    parsed: ParsedPrompt
+    tags: tuple[ResolvedTag, ...]
+    spans: list[tuple[StateSpan, SigmaRange]]
+
+    @property
+    def encodings(self) -> int:
+        """Text-encoder passes this prompt needs: one per distinct state."""
+        return len(distinct_states(span for span, _ in self.spans))
+
+
+def plan_schedule(concepts: ConceptSet, text: str, default_mode: Mode, default_resolution: Resolution,
+                  interpolate: bool, edges: TimestepEdges) -> SchedulePlan:
     parsed = parse_prompt(text)
-    tags: tuple[ResolvedTag, ...] = resolve_tags(parsed, concepts.num_scales_by_name(), default_mode,
-                                                 default_resolution)
+    tags = resolve_tags(parsed, concepts.num_scales_by_name(), default_mode, default_resolution)
+    return SchedulePlan(parsed, tags, reachable_spans(state_spans(tags, interpolate), edges))
+
+
+def encode_schedule(clip, concepts: ConceptSet, text: str, default_mode: Mode, default_resolution: Resolution,
+                    interpolate: bool, edges: TimestepEdges) -> list:
+    """CONDITIONING for `text` whose concept tags follow docs/method.md's rules at every sampler step."""
+    return encode_plan(clip, concepts, plan_schedule(concepts, text, default_mode, default_resolution,
+                                                     interpolate, edges))
+
+
+def encode_plan(clip, concepts: ConceptSet, plan: SchedulePlan) -> list:
+    tags, spans = plan.tags, plan.spans
     encoders = text_encoders(clip)
     vectors = {name: concept_vectors(concepts[name], encoders) for name in {tag.name for tag in tags}}
-    spans = state_spans(tags, interpolate)
-    substituted = _substituted_text(parsed.segments)
+    substituted = _substituted_text(plan.parsed.segments)
 
     encoded: dict[tuple[TokenState, ...], list] = {}
-    for states in distinct_states(spans):
+    for states in distinct_states(span for span, _ in spans):
         slots = {
             _SLOT.format(i): {key: materialize(state, vectors[tag.name][key]) for key in encoders}
             for i, (tag, state) in enumerate(zip(tags, states))
@@ -80,13 +105,31 @@ def encode_schedule(clip, concepts: ConceptSet, text: str, default_mode: Mode, d
         encoder = clip_with_slots(clip, lambda key, word, _slots=slots: _slots.get(word, {}).get(key))
         encoded[states] = encoder.encode_from_tokens_scheduled(encoder.tokenize(substituted))
 
+    return scheduled(spans, encoded)
+
+
+def reachable_spans(spans: Sequence[StateSpan], edges: TimestepEdges) -> list[tuple[StateSpan, SigmaRange]]:
+    """The spans holding a timestep the model can compute (LCM's table skips most), with their sigmas."""
+    return [(span, bounds) for span in spans if (bounds := edges.sigma_range(span)) is not None]
+
+
+def scheduled(spans: Sequence[tuple[StateSpan, SigmaRange]], encoded: Mapping[tuple[TokenState, ...], list]) -> list:
+    """One conditioning entry per span, active on exactly that span's sigmas."""
     if len(spans) == 1:
-        return encoded[spans[0].states]
+        return encoded[spans[0][0].states]
     conditioning = []
-    for span in spans:
-        bounds = progress_range(span)
+    for span, bounds in spans:
         for cond, extras in encoded[span.states]:
-            conditioning.append([cond, {**extras, "start_percent": bounds.start_percent,
-                                        "end_percent": bounds.end_percent}])
+            extras = dict(extras)
+            if "clip_start_percent" in extras:
+                # A CLIP with scheduled hooks: the host derives sigma bounds from percents and overrides
+                # ours, so give it the closest percents it can intersect with the hook's range.
+                extras["start_percent"], extras["end_percent"] = progress_range(span)
+            else:
+                if bounds.upper is not None:
+                    extras["timestep_start"] = bounds.upper
+                if bounds.lower is not None:
+                    extras["timestep_end"] = bounds.lower
+            conditioning.append([cond, extras])
     log.debug("multires prompt: %d spans, %d encodings", len(spans), len(encoded))
     return conditioning

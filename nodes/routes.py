@@ -5,8 +5,9 @@ import logging
 
 from aiohttp import web
 
-from ..mrti.concept_file import KEY_NUM_SCALES, examples_per_scale, peek_concept_header
-from ..mrti.errors import MrtiError
+from ..mrti.concept import validate_concept_name
+from ..mrti.concept_file import inspect_concept_file
+from ..mrti.errors import MrtiError, shown
 from ..mrti.reference_import import reference_num_scales
 from . import model_folders
 
@@ -15,22 +16,35 @@ log = logging.getLogger(__name__)
 
 def concept_summary(entry: str) -> dict:
     """{entry, name, num_scales, untrained} of a dropdown entry (untrained: the scales that never received a
-    training example, as far as the file says), or {entry, error} when it cannot be read."""
+    training example, as far as the file says), or {entry, error} when the loader would refuse it. Reads
+    headers only, with the loader's own checks, so a broken entry is reported instead of guessed at."""
     try:
         path = model_folders.resolve_entry(entry)
         if path.is_dir():
-            return {"entry": entry, "name": path.name, "num_scales": reference_num_scales(path), "untrained": []}
-        header = peek_concept_header(path)
-        num_scales = int(header[KEY_NUM_SCALES])
-        counts = examples_per_scale(path, header, num_scales)
-        return {"entry": entry, "name": path.stem, "num_scales": num_scales,
-                "untrained": [i for i, count in enumerate(counts) if count == 0]}
-    except (MrtiError, KeyError, ValueError) as exc:
+            num_scales, untrained, name = reference_num_scales(path), [], path.name
+        else:
+            info, num_scales = inspect_concept_file(path)
+            untrained = [i for i, count in enumerate(info.examples_per_scale) if count == 0]
+            name = path.name.removesuffix(".safetensors")
+        summary = {"entry": entry, "name": name, "num_scales": num_scales, "untrained": untrained}
+        try:
+            validate_concept_name(name)
+        except MrtiError as exc:  # usable still, under a name given in the loader
+            summary.update(name=None, name_problem=f"{shown(name)} cannot be a concept name: {exc}")
+        return summary
+    except MrtiError as exc:
         return {"entry": entry, "error": str(exc)}
+    except Exception as exc:  # one unreadable entry (a symlink loop, a vanished file) must not hide the rest
+        return {"entry": entry, "error": f"{shown(entry)} cannot be read: {shown(str(exc), 300)}"}
 
 
 async def list_concepts(request: web.Request) -> web.Response:
-    return web.json_response({"concepts": [concept_summary(e) for e in model_folders.list_entries()]})
+    try:
+        entries = model_folders.list_entries()
+    except Exception as exc:  # the folder listing itself failed; say so rather than answer 500
+        log.warning("the %s folders cannot be listed: %s", model_folders.FOLDER_NAME, exc)
+        return web.json_response({"concepts": [], "error": f"the concept folders cannot be listed: {shown(str(exc), 300)}"})
+    return web.json_response({"concepts": [concept_summary(e) for e in entries]})
 
 
 def register(routes) -> None:

@@ -7,7 +7,13 @@ from ..mrti.concept import ConceptSet
 from ..mrti.errors import MrtiError
 from ..mrti.prompt_syntax import Mode, parse_prompt, parse_resolution
 from .concept_type import MultiResConcepts
+from .model_support import prompt_edges
 from .prompt_encoding import encode_schedule
+
+MODEL_TOOLTIP = ("The MODEL you sample with, after any sampling patch (e.g. ModelSamplingDiscrete). The "
+                 "concept's bands then switch exactly where this model's timestep does, and models whose "
+                 "time is not a 0-999 step (Flux, SD3, EDM) are refused. Unconnected: the standard "
+                 "SD1/SD2/SDXL noise table is assumed.")
 
 
 class TimestepConditioningScheduler(io.ComfyNode):
@@ -39,6 +45,7 @@ class TimestepConditioningScheduler(io.ComfyNode):
                 io.Boolean.Input("interpolate", default=False,
                                  tooltip="For decimal times: blend the two nearest buckets' embeddings "
                                          "linearly instead of taking the bucket the time falls in."),
+                io.Model.Input("model", optional=True, tooltip=MODEL_TOOLTIP),
             ],
             outputs=[io.Conditioning.Output(tooltip="Standard conditioning whose concept embeddings change "
                                                     "with the sampler's timestep.")],
@@ -57,12 +64,13 @@ class TimestepConditioningScheduler(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, text: str, mode: str, resolution: str, interpolate: bool,
-                concepts: ConceptSet | None = None) -> io.NodeOutput:
+                concepts: ConceptSet | None = None, model=None) -> io.NodeOutput:
+        edges = prompt_edges(model)  # refuses an unservable model before any encoding
         if clip is None:
             raise RuntimeError("clip input is invalid: None. If the clip is from a checkpoint loader node, "
                                "your checkpoint does not contain a valid clip or text encoder model.")
         if concepts is None:
             concepts = ConceptSet.empty()
         conditioning = encode_schedule(clip, concepts, text, Mode(mode), parse_resolution(resolution),
-                                       interpolate)
+                                       interpolate, edges)
         return io.NodeOutput(conditioning)

@@ -1,10 +1,13 @@
 """Where the trainer reads and writes: finished concepts in the `multires_embeddings` models folder,
-checkpoints in `<output>/multires_training/<name>/`, and the `resume_from` choices built from both.
+checkpoints in `<output>/multires_training/<name>/run-<time>/`, and the `resume_from` choices built from both.
 
-Checkpoints stay out of the models folder so that the loader's list shows only finished concepts.
+Checkpoints stay out of the models folder so that the loader's list shows only finished concepts. Every
+run has its own folder, so a new run of a name never overwrites or adopts an earlier run's checkpoints;
+a run resumed from the last checkpoint of a folder continues in that folder.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import folder_paths
@@ -29,23 +32,61 @@ def checkpoint_root() -> Path:
     return Path(folder_paths.get_output_directory()) / CHECKPOINT_FOLDER
 
 
-def checkpoint_path(name: str, step: int) -> Path:
-    folder = checkpoint_root() / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}-step{step:07d}.safetensors"
+class RunFolder:
+    """The folder one training run writes its checkpoints to, made at its first checkpoint."""
+
+    def __init__(self, name: str, continue_in: Path | None = None) -> None:
+        self.name = name
+        self.folder = continue_in
+
+    def checkpoint_path(self, step: int) -> Path:
+        if self.folder is None:
+            self.folder = _new_run_folder(self.name)
+        return self.folder / f"{self.name}-step{step:07d}.safetensors"
+
+
+def _new_run_folder(name: str) -> Path:
+    base = checkpoint_root() / name
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for attempt in range(1000):
+        folder = base / (f"run-{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise MrtiError(f"cannot make a new run folder in {base}: 1000 runs started this second")
 
 
 def _checkpoints(folder: Path) -> list[Path]:
-    """The checkpoints in `folder`, oldest step first; the step comes from each file's header."""
+    """The checkpoints in `folder` and its run folders, oldest step first; steps come from file headers."""
     if not folder.is_dir():
         return []
-    steps = {p: checkpoint_step(p) for p in folder.glob("*.safetensors")}
-    return sorted((p for p, step in steps.items() if step is not None), key=lambda p: (steps[p], p.name))
+    steps = {p: checkpoint_step(p) for p in folder.rglob("*.safetensors")}
+    return sorted((p for p, step in steps.items() if step is not None), key=lambda p: (steps[p], p.as_posix()))
 
 
 def latest_checkpoint(name: str) -> Path | None:
-    found = _checkpoints(checkpoint_root() / name)
-    return found[-1] if found else None
+    """The last checkpoint of the most recently written run of `name`."""
+    runs: dict[Path, list[Path]] = {}
+    for path in _checkpoints(checkpoint_root() / name):
+        runs.setdefault(path.parent, []).append(path)
+    if not runs:
+        return None
+    newest = max(runs, key=lambda run: max(p.stat().st_mtime_ns for p in runs[run]))
+    return runs[newest][-1]
+
+
+def continues_run(checkpoint: Path, name: str) -> Path | None:
+    """The run folder a run resumed from `checkpoint` writes to: the checkpoint's own, when it is that
+    run's last checkpoint of this name; otherwise (a branch, another name) None, for a new folder."""
+    root = (checkpoint_root() / name).resolve()
+    folder = checkpoint.resolve().parent
+    if folder != root and root not in folder.parents:
+        return None
+    found = [p for p in _checkpoints(folder) if p.parent == checkpoint.parent]
+    return checkpoint.parent if found and found[-1].resolve() == checkpoint.resolve() else None
 
 
 def resume_options() -> list[str]:

@@ -45,6 +45,17 @@ def init_vectors(clip, word: str, vectors_per_token: int) -> dict[str, torch.Ten
     return out
 
 
+def typical_word_lengths(clip) -> dict[str, float]:
+    """The median length of each text encoder's token embeddings: the scale a learned vector should keep."""
+    out = {}
+    for key in text_encoders(clip):
+        encoder = getattr(clip.cond_stage_model, key, None)
+        if encoder is not None and hasattr(encoder, "transformer"):
+            table = encoder.transformer.get_input_embeddings().weight.detach()
+            out[key] = float(table.float().norm(dim=-1).median())
+    return out
+
+
 class PromptTokens:
     """Each template tokenized once by the host, with marker vectors where the concept goes; per
     example the markers are swapped for that example's vectors (the host keeps them as tensors)."""

@@ -18,14 +18,15 @@ from ..mrti.concept_file import FORMAT_VERSION, load_concept, save_concept
 from ..mrti.errors import ConceptFileError, ConceptFileExistsError, MrtiError
 from ..mrti.training.checkpoint import read_checkpoint, restore_state, save_checkpoint
 from ..mrti.training.config import TRAJECTORY_KEYS, TrainingConfig
-from ..mrti.training.images import prepare_images
+from ..mrti.training.images import prepare_images, upscale_warning
 from ..mrti.training.loop import LoopHooks, StepReport, TrainingLoop, TrainingState, new_state
 from ..mrti.training.plots import gradient_image, loss_curve_image
 from ..mrti.training.timesteps import coverage_warning
+from ..mrti.training.vector_scale import vector_scale_warning
 from . import train_files
 from .clip_slots import encoder_widths
 from .model_support import check_trainable
-from .train_host import HostObjective, PromptTokens, init_vectors
+from .train_host import HostObjective, PromptTokens, init_vectors, typical_word_lengths
 from .train_patches import frozen, gradient_checkpointing, make_autograd_safe, out_of_place_clip
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,16 @@ def _check_widths(source: str, embeddings: dict[str, torch.Tensor], widths: dict
                         f"asks for num_scales {config.num_scales} x vectors_per_token {config.vectors_per_token}")
 
 
-def _starting_state(config: TrainingConfig, clip, resume: str, widths: dict[str, int]):
-    """(state, description of where it came from); every check happens before any training."""
+@dataclass
+class _Start:
+    state: TrainingState
+    origin: str = ""  # where the vectors came from, for the log and the concept's metadata
+    recorded: dict = field(default_factory=dict)  # settings that describe the vectors better than the inputs
+    run_folder: Path | None = None  # the run this one continues, if any
+
+
+def _starting_state(config: TrainingConfig, clip, resume: str, widths: dict[str, int]) -> _Start:
+    """Where training starts; every check happens before any training."""
     initial = init_vectors(clip, config.init_word, config.vectors_per_token)  # also checks init_word
     kind, path = train_files.resolve_resume(resume, config.name)
     if kind == "checkpoint":
@@ -68,7 +77,11 @@ def _starting_state(config: TrainingConfig, clip, resume: str, widths: dict[str,
         if changed:
             log.warning("resuming %s with changed settings %s; the run will differ from an uninterrupted one",
                         path.name, ", ".join(f"{k}: {data.settings[k]!r} -> {ours.get(k)!r}" for k in changed))
-        return restore_state(data, config), f"checkpoint {path.name}"
+        # The vectors and the random stream continue the checkpoint's run: its init word and seed are the
+        # true ones, whatever the inputs say now.
+        recorded = {"init_word": data.init_word, "seed": data.settings.get("seed", config.seed)}
+        return _Start(restore_state(data, config), f"checkpoint {path.name}", recorded,
+                      train_files.continues_run(path, config.name))
     if kind == "concept":
         concept = load_concept(path)
         embeddings = {k: v.float() for k, v in concept.embeddings.items()}
@@ -76,8 +89,8 @@ def _starting_state(config: TrainingConfig, clip, resume: str, widths: dict[str,
         state = new_state(config, embeddings)
         if concept.info.examples_per_scale:  # what the scales learned before counts towards "trained"
             state.bucket_counts[:] = list(concept.info.examples_per_scale)
-        return state, f"concept {path.name}"
-    return new_state(config, initial), ""
+        return _Start(state, f"concept {path.name}", {"init_word": concept.info.init_word})
+    return _Start(new_state(config, initial))
 
 
 def _encode_latents(vae, patcher, pixels: torch.Tensor) -> torch.Tensor:
@@ -97,10 +110,13 @@ def _prepare_patcher(model, precision: str):
 
 
 class _Reporter:
-    """Progress bar, progress text and the front-end event, once per optimisation step."""
+    """Progress bar, progress text and the front-end event, once per optimisation step; warnings once."""
 
-    def __init__(self, config: TrainingConfig, state: TrainingState, node_id: str | None) -> None:
+    def __init__(self, config: TrainingConfig, state: TrainingState, node_id: str | None,
+                 typical_lengths: dict[str, float]) -> None:
         self.config, self.state, self.node_id = config, state, node_id
+        self.typical_lengths = typical_lengths
+        self.warned_scale = False
         self.bar = comfy.utils.ProgressBar(config.steps, node_id=node_id)
         self.bar.update_absolute(state.step, config.steps)
         self.seconds: list[float] = []
@@ -117,6 +133,11 @@ class _Reporter:
     def __call__(self, report: StepReport) -> None:
         self.seconds.append(report.seconds)
         self.bar.update_absolute(report.step, report.total)
+        if not self.warned_scale:
+            too_long = vector_scale_warning(self.state.embeddings, self.typical_lengths)
+            if too_long:
+                self.warned_scale = True
+                self.warn(f"step {report.step}: {too_long}")
         if self.server is None:
             return
         estimates = self.state.bands.estimates()
@@ -150,18 +171,23 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
     if target.exists() and not overwrite:
         raise ConceptFileExistsError(target, f"a concept named {config.name!r} exists already; choose another "
                                              "name or switch on overwrite")
-    state, origin = _starting_state(config, clip, resume, widths)
-    reporter = _Reporter(config, state, node_id)
-    coverage = coverage_warning(config.timestep_sampling, config.num_scales, config.t_min, config.t_max,
-                                config.init_word)
-    if coverage:  # before the VAE encodes and the model loads: the user can cancel and widen the interval
-        reporter.warn(coverage)
+    start = _starting_state(config, clip, resume, widths)
+    state, origin = start.state, start.origin
+    settings = {**config.settings(), **start.recorded}
+    run = train_files.RunFolder(config.name, start.run_folder)
+    reporter = _Reporter(config, state, node_id, typical_word_lengths(clip))
+    # Before the VAE encodes and the model loads: the user can cancel and change the settings.
+    for advice in (coverage_warning(config.timestep_sampling, config.num_scales, config.t_min, config.t_max,
+                                    config.init_word),
+                   upscale_warning(images, config.resolution)):
+        if advice:
+            reporter.warn(advice)
     prompts = PromptTokens(clip, config.templates, config.vectors_per_token)
-    meta = {"name": config.name, "init_word": config.init_word, "base_family": family.value,
-            "settings": config.settings()}
+    meta = {"name": config.name, "init_word": settings["init_word"], "base_family": family.value,
+            "settings": settings}
 
     def checkpoint(current: TrainingState) -> Path:
-        path = train_files.checkpoint_path(config.name, current.step)
+        path = run.checkpoint_path(current.step)
         try:
             return save_checkpoint(path, current, **meta)
         except ConceptFileError as exc:
@@ -192,9 +218,9 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
             log.info("training %r cancelled after step %d; checkpoint %s", config.name, state.step, saved)
             raise
     checkpoint(state)
-    training = {**config.settings(), "steps_done": state.step, "num_images": len(latents),
+    training = {**settings, "steps_done": state.step, "num_images": len(latents),
                 "final_loss": sum(state.losses[-10:]) / max(1, len(state.losses[-10:])), "resumed_from": origin}
-    info = ConceptInfo(FORMAT_VERSION, config.init_word, family, training, tuple(state.bucket_counts))
+    info = ConceptInfo(FORMAT_VERSION, settings["init_word"], family, training, tuple(state.bucket_counts))
     embeddings = {key: param.detach().clone() for key, param in state.embeddings.items()}
     concept = Concept(config.name, embeddings, info, str(target))
     try:

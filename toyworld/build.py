@@ -53,6 +53,13 @@ class BuildSettings:
     unet_warmup: int = 200
     ema_decay: float = 0.999
     min_snr: float = 5.0
+    # Every this many steps the training weights restart from their EMA. The committed checkpoint was
+    # trained so (the first build's snapshots loaded the EMA into the UNet being trained), so it is a
+    # setting of its own, apart from writing snapshots.
+    ema_restart_every: int = 1000
+
+
+UNET_ONLY = ("unet_steps", "unet_batch", "unet_lr", "unet_warmup", "ema_decay", "min_snr", "ema_restart_every")
 
 
 # ---- stage 1: text encoder ------------------------------------------------------------------------------
@@ -274,8 +281,10 @@ def encode_captions(clip, captions: list[str]) -> tuple[torch.Tensor, list[int]]
 
 def train_unet(unet: torch.nn.Module, model_sampling, latents: torch.Tensor, encodings: torch.Tensor,
                caption_index: torch.Tensor, s: BuildSettings, snapshot_every: int = 0,
-               on_snapshot=None) -> dict[str, torch.Tensor]:
-    """The UNet's averaged (EMA) weights after training; `on_snapshot(step, ema)` every `snapshot_every`."""
+               on_snapshot=None, stop_after: int = 0) -> dict[str, torch.Tensor] | None:
+    """The UNet's averaged (EMA) weights after training; `on_snapshot(step, ema)` every `snapshot_every`
+    (it must leave `unet` as it found it). `stop_after` ends the run early and returns None: enough to
+    compare a build's loss log with an earlier one's without waiting for the whole schedule."""
     torch.manual_seed(s.seed + 5)
     gen = torch.Generator().manual_seed(s.seed + 6)
     opt = torch.optim.AdamW(unet.parameters(), lr=s.unet_lr, weight_decay=0.01)
@@ -311,8 +320,13 @@ def train_unet(unet: torch.nn.Module, model_sampling, latents: torch.Tensor, enc
         if step % 100 == 0 or step == s.unet_steps - 1:
             log.info("unet step %d/%d loss %.4f lr %.2e (%.0f s)", step, s.unet_steps, loss.item(), lr,
                      time.time() - start)
+        if s.ema_restart_every and step and step % s.ema_restart_every == 0:
+            unet.load_state_dict(ema)
         if snapshot_every and step and step % snapshot_every == 0:
             on_snapshot(step, ema)
+        if stop_after and step >= stop_after:
+            log.info("stopped after unet step %d, as asked; no checkpoint written", step)
+            return None
     unet.eval()
     return ema
 
@@ -328,6 +342,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pictures", type=int, default=BuildSettings.pictures)
     parser.add_argument("--snapshot-every", type=int, default=0,
                         help="also write the EMA UNet's checkpoint to --work every this many steps")
+    parser.add_argument("--stop-after", type=int, default=0,
+                        help="stop the UNet training after this step, writing nothing (to compare loss logs)")
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = BuildSettings(unet_steps=opts.unet_steps, ae_steps=opts.ae_steps, pictures=opts.pictures)
@@ -356,8 +372,10 @@ def main(argv=None) -> int:
                 for a in attrs]
     log.info("%d pictures of %d combinations (%.0f s)", len(attrs), len(combos), time.time() - started)
 
-    # Stage results are kept under a key of every setting, so a changed setting never reuses a stale one.
-    key = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:12]
+    # Stage results are kept under a key of every setting they depend on (all but the UNet's), so a
+    # changed setting never reuses a stale one.
+    before_unet = {k: v for k, v in asdict(settings).items() if k not in UNET_ONLY}
+    key = hashlib.sha256(json.dumps(before_unet, sort_keys=True).encode()).hexdigest()[:12]
     ae_file = work / f"autoencoder-{key}.pt"
     if ae_file.exists():
         vae_sd = torch.load(ae_file, weights_only=True)
@@ -383,12 +401,16 @@ def main(argv=None) -> int:
         torch.save(encoded, encoded_file)
 
     def snapshot(step, ema):
+        training = {k: v.detach().clone() for k, v in model.diffusion_model.state_dict().items()}
         model.diffusion_model.load_state_dict(ema)
         write_checkpoint(checkpoint_state_dict(model, clip, token_ids, vae_sd), work / f"snapshot-{step}.safetensors", {})
+        model.diffusion_model.load_state_dict(training)  # a snapshot must not change the run
         log.info("snapshot at step %d", step)
 
     ema = train_unet(model.diffusion_model, model.model_sampling, encoded["latents"], encoded["encodings"],
-                     encoded["index"], settings, opts.snapshot_every, snapshot)
+                     encoded["index"], settings, opts.snapshot_every, snapshot, opts.stop_after)
+    if ema is None:
+        return 0
     model.diffusion_model.load_state_dict(ema)
     metadata = {"toyworld.build": json.dumps(asdict(settings), sort_keys=True),
                 "toyworld.command": "python -m toyworld.build",

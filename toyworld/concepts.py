@@ -118,7 +118,7 @@ def checkpoint_concepts(pack, trained) -> list[tuple[int, object, object]]:
     (name,) = trained.names()
     concept = trained[name]
     out = []
-    folder = pack.nodes.train_files.checkpoint_root() / name
+    folder = pack.nodes.train_files.latest_checkpoint(name).parent  # the last run of that name
     for path in sorted(folder.glob("*.safetensors")):
         data = pack.mrti.training.checkpoint.read_checkpoint(path)
         at_step = dataclasses.replace(concept, embeddings=data.embeddings, source=str(path))

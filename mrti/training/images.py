@@ -34,6 +34,27 @@ def prepare_images(images: torch.Tensor | Sequence[torch.Tensor] | None, resolut
     return _prepare_batch(images, resolution, crop)
 
 
+# Enlarging pictures more than this gives the model blur to learn and costs the VAE memory for nothing.
+MAX_UPSCALE = 2.0
+
+
+def upscale_warning(images: torch.Tensor | Sequence[torch.Tensor] | None, resolution: int) -> str | None:
+    """A warning when ``prepare_images`` would enlarge some picture more than ``MAX_UPSCALE`` times."""
+    batches = images if isinstance(images, (list, tuple)) else [images]
+    sizes = [(int(b.shape[-3]), int(b.shape[-2])) for b in batches
+             if isinstance(b, torch.Tensor) and b.dim() in (3, 4) and b.shape[-3] and b.shape[-2]]
+    if not sizes:
+        return None
+    # Both crops bring the short side to `resolution` (stretch brings the long one there too).
+    height, width = min(sizes, key=min)
+    factor = resolution / min(height, width)
+    if factor <= MAX_UPSCALE:
+        return None
+    return (f"resolution {resolution} enlarges {width}x{height} pictures {factor:.0f} times: the "
+            f"concept learns their blur, and encoding them needs far more memory; a resolution near "
+            f"{min(height, width) // 8 * 8 or 8} suits them")
+
+
 def _prepare_batch(images: torch.Tensor | None, resolution: int, crop: str) -> torch.Tensor:
     if images is None:
         raise MrtiError("images: no training images were given")

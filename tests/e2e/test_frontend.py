@@ -141,6 +141,25 @@ def test_schedule_strip_marks_scales_that_never_trained(server, page):
     assert saturation(half[clean]) < 0.6 * saturation(trained[clean]), "untrained scales are not marked"
 
 
+def test_schedule_strip_shows_a_broken_concept_as_broken(server, page):
+    import torch
+
+    from harness.concept_files import write_raw_concept
+
+    folder = server.base / "models" / "multires_embeddings"
+    write_raw_concept(folder / "broken_width.safetensors", torch.zeros(6, 1, 100))
+    load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))
+    page.wait_for("app.extensions.find(e => e.name === 'mrti.MultiresTextualInversion')"
+                  ".concepts.get('broken_width.safetensors')?.error !== undefined")
+    strip_pixels(page, "fully", "0", "broken_width.safetensors")
+    error = page.evaluate("app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler')"
+                          ".mrtiSchedule.error")
+    assert error.startswith("concept demo is broken:") and "width 100" in error, error
+    strip_pixels(page, "fully", "0", "demo.safetensors")
+    assert page.evaluate("app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler')"
+                         ".mrtiSchedule.error") is None
+
+
 def test_prompt_box_completes_concept_tags(page):
     load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))
     page.evaluate("""(() => {

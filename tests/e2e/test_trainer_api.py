@@ -35,7 +35,7 @@ def test_training_run_through_the_api_writes_the_concept(server, client, tiny_ch
     concept = load_concept(path)
     assert concept.num_scales == 4 and concept.widths == {"clip_l": 768}
     assert concept.info.training["steps_done"] == 3 and concept.info.training["timestep_sampling"] == "adaptive"
-    final = server.base / "output" / "multires_training" / "api_trained" / "api_trained-step0000003.safetensors"
+    (final,) = (server.base / "output" / "multires_training" / "api_trained").glob("run-*/api_trained-step0000003.*")
     assert read_checkpoint(final).step == 3
     info = client.get("/object_info/MultiResEmbeddingTrainer")["MultiResEmbeddingTrainer"]
     assert info["output"] == ["MULTIRES_CONCEPTS", "IMAGE", "IMAGE"] and info["output_node"]
@@ -50,7 +50,7 @@ def test_cancel_through_the_api_leaves_a_checkpoint(server, client, tiny_checkpo
                                                steps=100000, save_every=2, gradient_accumulation=1))
     assert status == 200, body
     deadline = time.monotonic() + 120
-    while not (folder.is_dir() and any(folder.iterdir())):  # training is under way once a checkpoint is out
+    while not (folder.is_dir() and any(folder.rglob("*.safetensors"))):  # under way once a checkpoint is out
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
     cancelled_at = time.monotonic()
@@ -60,7 +60,7 @@ def test_cancel_through_the_api_leaves_a_checkpoint(server, client, tiny_checkpo
     kinds = [kind for kind, _ in result.history["status"]["messages"]]
     assert "execution_interrupted" in kinds, kinds
     assert time.monotonic() - cancelled_at < 20
-    steps = [read_checkpoint(p).step for p in folder.iterdir()]
+    steps = [read_checkpoint(p).step for p in folder.rglob("*.safetensors")]  # the run's own run-… folder
     assert max(steps) >= 2 and max(steps) < 100000
     assert not (server.base / "models" / "multires_embeddings" / "api_cancel.safetensors").exists()
 

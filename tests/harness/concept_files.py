@@ -65,3 +65,40 @@ def write_raw_concept(path: Path, table: torch.Tensor, key: str = "clip_l", fami
                 "mrti.base_family": family, "mrti.init_word": "", "mrti.training": "{}"}
     save_file({key: table.contiguous()}, str(path), metadata=metadata)
     return path
+
+
+def write_sparse_claim(path: Path, shape: list[int], metadata: dict[str, str] | None = None,
+                       key: str = "clip_l") -> Path:
+    """A safetensors file whose header declares a float32 tensor of `shape`, its data a hole in a sparse
+    file: a few KB on disk, any apparent size. `metadata` defaults to ours, consistent with `shape`."""
+    from mrti.concept_file import FORMAT_VERSION
+
+    if metadata is None:
+        metadata = {"mrti.format_version": str(FORMAT_VERSION), "mrti.name": path.stem,
+                    "mrti.num_scales": str(shape[0]), "mrti.vectors_per_token": str(shape[1]),
+                    "mrti.base_family": "sd1", "mrti.init_word": "", "mrti.training": "{}"}
+    size = 4
+    for dim in shape:
+        size *= dim
+    header = json.dumps({key: {"dtype": "F32", "shape": shape, "data_offsets": [0, size]},
+                         "__metadata__": metadata}).encode()
+    header += b" " * (-len(header) % 8)
+    with path.open("wb") as out:
+        out.write(len(header).to_bytes(8, "little") + header)
+        out.truncate(8 + len(header) + size)
+    return path
+
+
+def write_deflated_reference(folder: Path, rows: int = 4) -> Path:
+    """A reference-layout folder whose torch.save archive has been re-packed with deflated members, which
+    torch.load would inflate in memory whatever size they declare."""
+    import zipfile
+
+    write_reference_folder(folder, torch.zeros(rows, 768))
+    weights = folder / "text_encoder" / "pytorch_model.bin"
+    with zipfile.ZipFile(weights) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(weights, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for info, data in members:
+            archive.writestr(info.filename, data)
+    return folder

@@ -59,11 +59,22 @@ def multires_txt2img(checkpoint: str, concepts: list[tuple[str, str]], text: str
             inputs["concepts"] = [previous, 0]
         graph[f"load{i}"] = {"class_type": "MultiResEmbeddingLoader", "inputs": inputs}
         previous = f"load{i}"
+    # The scheduler reads the sampled model's own sigma table, so it takes the KSampler's MODEL.
     inputs = {"clip": ["ckpt", 1], "text": text, "mode": mode, "resolution": resolution,
-              "interpolate": interpolate}
+              "interpolate": interpolate, "model": graph["sample"]["inputs"]["model"]}
     if previous:
         inputs["concepts"] = [previous, 0]
     graph["pos"] = {"class_type": "TimestepConditioningScheduler", "inputs": inputs}
+    return graph
+
+
+def with_model_sampling(graph: dict, sampling: str, zsnr: bool) -> dict:
+    """`graph` with the stock ModelSamplingDiscrete patch between the checkpoint and every MODEL input."""
+    graph = {key: {**node, "inputs": {name: ["msd", 0] if value == ["ckpt", 0] else value
+                                      for name, value in node["inputs"].items()}}
+             for key, node in graph.items()}
+    graph["msd"] = {"class_type": "ModelSamplingDiscrete",
+                    "inputs": {"model": ["ckpt", 0], "sampling": sampling, "zsnr": zsnr}}
     return graph
 
 
@@ -74,7 +85,7 @@ def resolution_grid(checkpoint: str, concept: tuple[str, str], text: str, modes:
     graph["load0"] = {"class_type": "MultiResEmbeddingLoader", "inputs": {"concept": concept[0], "name": concept[1]}}
     graph["pos"] = {"class_type": "MultiResGridPrompts", "inputs": {
         "clip": ["ckpt", 1], "concepts": ["load0", 0], "text": text, "modes": modes, "resolutions": resolutions,
-        "interpolate": False}}
+        "interpolate": False, "model": graph["sample"]["inputs"]["model"]}}
     graph["grid"] = {"class_type": "MultiResGridImage", "inputs": {
         "images": ["decode", 0], "grid": ["pos", 1], "label_size": 14}}
     graph["save"]["inputs"]["images"] = ["grid", 0]

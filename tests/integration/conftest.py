@@ -49,8 +49,8 @@ def loaded(host_package, tiny_checkpoints, concept_folder):
 def scheduler_node(host_package):
     node = host_package.nodes.scheduler.TimestepConditioningScheduler
 
-    def encode(clip, concepts, text, mode="fully", resolution="0", interpolate=False):
+    def encode(clip, concepts, text, mode="fully", resolution="0", interpolate=False, model=None):
         return node.execute(clip=clip, concepts=concepts, text=text, mode=mode, resolution=resolution,
-                            interpolate=interpolate).result[0]
+                            interpolate=interpolate, model=model).result[0]
 
     return encode

@@ -153,7 +153,9 @@ def test_concept_file_checkpoints_and_charts(trained, hostmods):
     assert training["timestep_sampling"] == "uniform" and "a photo of a {}" in training["templates"]
     for key, param in result.state.embeddings.items():
         assert torch.equal(concept.embeddings[key], param.detach())
-    steps = sorted(p.name for p in (hostmods["files"].checkpoint_root() / f"trained_{kind}").iterdir())
+    written = list((hostmods["files"].checkpoint_root() / f"trained_{kind}").rglob("*.safetensors"))
+    assert len({p.parent for p in written}) == 1 and written[0].parent.name.startswith("run-")
+    steps = sorted(p.name for p in written)
     expected = [*range(10, RUN_STEPS[kind], 10), RUN_STEPS[kind]]  # every 10 steps, and at the end
     assert steps == [f"trained_{kind}-step{s:07d}.safetensors" for s in expected]
     assert result.loss_image.shape == result.gradient_image.shape == (1, 360, 640, 3)
@@ -237,7 +239,8 @@ def test_cancel_leaves_a_checkpoint_and_resuming_equals_a_straight_run(hostmods,
         mm.interrupt_current_processing(False)
     assert seen == list(range(0, 11))
     folder = hostmods["files"].checkpoint_root() / "resumed"
-    assert sorted(p.name for p in folder.iterdir()) == [f"resumed-step{s:07d}.safetensors" for s in (4, 8, 10)]
+    assert sorted(p.name for p in folder.rglob("*.safetensors")) == [f"resumed-step{s:07d}.safetensors"
+                                                                    for s in (4, 8, 10)]
     assert not hostmods["files"].concept_path("resumed").exists()
 
     resumed = execute(hostmods, model, clip, vae, images, name="resumed", resume_from="latest checkpoint",
@@ -462,3 +465,18 @@ def test_interval_sampling_warns_of_untrained_scales_and_the_file_records_them(h
                      **{**NODE_DEFAULTS, "name": "wide", "overwrite": True, "timestep_sampling": "interval",
                         "t_min": 0, "t_max": 999})
     assert not [r for r in caplog.records if "no training examples" in r.getMessage()]
+
+
+def test_warns_early_about_enlarged_pictures_and_overgrown_vectors(hostmods, models, caplog):
+    model, clip, vae = models["sd1"]
+    small = training_images(1)[:, :16, :16]  # 16 px pictures trained at 64 px: enlarged 4 times
+    with caplog.at_level("WARNING"):
+        execute(hostmods, model, clip, vae, small, name="warned", steps=2, learning_rate=1.0, scale_lr=False,
+                overwrite=True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("enlarges 16x16 pictures 4 times" in m for m in messages), messages
+    assert sum("has grown to length" in m for m in messages) == 1, messages  # said once, not every step
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        execute(hostmods, model, clip, vae, training_images(1), name="not_warned", steps=2, overwrite=True)
+    assert not any("enlarges" in r.getMessage() or "grown" in r.getMessage() for r in caplog.records)

@@ -55,11 +55,18 @@ def train(host, name: str, **inputs):
 
 
 def folder_of(host, name: str) -> Path:
+    """The folder of the last run of `name` (each run writes to its own)."""
+    latest = host["files"].latest_checkpoint(name)
+    return latest.parent if latest else host["files"].checkpoint_root() / name
+
+
+def all_runs(host, name: str) -> Path:
     return host["files"].checkpoint_root() / name
 
 
 def listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    """The checkpoint files of every run of a name (each run writes to its own run-… folder)."""
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
 def temp_files(host) -> list[Path]:
@@ -143,11 +150,11 @@ class WriteFault:
 
 
 def refuse_rename_onto(host, monkeypatch, target: Path) -> None:
-    """os.replace fails for `target` only (the writer's last move), as on a read-only or vanished disk."""
+    """os.replace fails onto files named as `target` (the writer's last move), as on a read-only disk."""
     module_os, real_replace = host["atomic_write"].os, os.replace
 
     def replace(src, dst, *args, **kwargs):
-        if Path(dst) == target:
+        if Path(dst).name == target.name:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
         return real_replace(src, dst, *args, **kwargs)
 
@@ -198,30 +205,71 @@ def inject(fault: str, host, monkeypatch, kind: str, target: Path) -> type[BaseE
     return RuntimeError if fault == "crash" else host["MrtiError"]
 
 
-def check_error(fault: str, info, target: Path) -> str:
+def check_error(fault: str, info, target: Path | None) -> str:
     message = str(info.value)
     if fault != "crash":  # a crash is its own exception; the others are reported, naming the file
-        assert str(target) in message, message
+        assert target is None or str(target) in message, message
         assert ("No space left on device" if fault == "disk full" else "Permission denied") in message, message
     return message
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_failed_rewrite_of_a_checkpoint_keeps_the_previous_file(fault, host, monkeypatch):
-    """A second run of the same name rewrites its final checkpoint at the same path; when that write
-    fails, the first run's file (and its concept) must stay byte-for-byte as they were."""
+def test_a_failed_checkpoint_of_a_second_run_leaves_the_first_runs_files(fault, host, monkeypatch):
+    """A second run of the same name writes its checkpoints to a folder of its own; when its final
+    checkpoint fails, the first run's checkpoint (and its concept) stay byte-for-byte as they were and
+    remain the latest."""
     name = f"fault_rewrite_{fault.replace(' ', '_')}"
     train(host, name, steps=2, save_every=0)
-    checkpoint = folder_of(host, name) / f"{name}-step0000002.safetensors"
+    checkpoint = host["files"].latest_checkpoint(name)
     concept = host["files"].concept_path(name)
     before = checkpoint.read_bytes(), concept.read_bytes()
     expected = inject(fault, host, monkeypatch, "checkpoint", checkpoint)
     with pytest.raises(expected) as info:
         train(host, name, steps=2, save_every=0, seed=10, overwrite=True)
     if fault != "crash":
-        assert "stopped after step 2" in check_error(fault, info, checkpoint)
+        message = check_error(fault, info, None)
+        assert "stopped after step 2" in message and checkpoint.name in message and str(checkpoint) not in message
     assert (checkpoint.read_bytes(), concept.read_bytes()) == before
-    assert listing(folder_of(host, name)) == [checkpoint.name] and not temp_files(host)
+    assert listing(all_runs(host, name)) == [checkpoint.name] and not temp_files(host)
+    assert host["files"].latest_checkpoint(name) == checkpoint
+
+
+def test_a_new_run_never_overwrites_or_adopts_another_runs_checkpoints(host):
+    """Run A (save_every 2) cancelled at step 5, then run B of the same name with resume_from none: B writes
+    its own folder, `latest checkpoint` continues B, and the saved concept's provenance is B's."""
+    mm, utils = host["mm"], host["utils"]
+    name = "two_runs"
+
+    def cancel_at_5(value, total, preview, node_id=None):
+        if value == 5:
+            mm.interrupt_current_processing(True)
+
+    previous = utils.PROGRESS_BAR_HOOK
+    utils.set_progress_bar_global_hook(cancel_at_5)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            train(host, name, steps=8, save_every=2, seed=1, init_word="dog")
+    finally:
+        utils.set_progress_bar_global_hook(previous)
+        mm.interrupt_current_processing(False)
+    run_a = folder_of(host, name)
+    a_files = {p.name: p.read_bytes() for p in run_a.iterdir()}
+    assert sorted(a_files) == [f"{name}-step{s:07d}.safetensors" for s in (2, 4, 5)]
+
+    b = train(host, name, steps=3, save_every=2, seed=2, init_word="cat")
+    run_b = folder_of(host, name)
+    assert run_b != run_a and run_b.parent == run_a.parent
+    assert {p.name: p.read_bytes() for p in run_a.iterdir()} == a_files, "run B touched run A's checkpoints"
+    assert b.info.training["seed"] == 2 and b.info.init_word == "cat" and b.info.training["resumed_from"] == ""
+    assert read_checkpoint(host["files"].latest_checkpoint(name)).step == 3
+
+    # Resuming A's last checkpoint under a new name and new inputs: the vectors and random stream are A's,
+    # so the record says A's seed and init word, and A's folder is left alone.
+    c = train(host, "from_a", steps=6, save_every=0, seed=7, init_word="bird",
+              resume_from=f"checkpoint: {name}/{run_a.name}/{name}-step0000005.safetensors")
+    assert c.info.training["seed"] == 1 and c.info.init_word == "dog"
+    assert c.info.training["resumed_from"] == f"checkpoint {name}-step0000005.safetensors"
+    assert {p.name: p.read_bytes() for p in run_a.iterdir()} == a_files
 
 
 @pytest.mark.parametrize("fault", FAULTS)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from harness.graphs import trainer_inputs
+from harness.model_samplings import SAMPLINGS, SUPPORTED_TEXT, sampling_id
 
 INPUTS = trainer_inputs(steps=1, save_every=1, overwrite=True)
 
@@ -85,22 +86,8 @@ def test_a_list_where_one_value_belongs_is_refused(host):
     assert snapshot(host["roots"]) == before
 
 
-SAMPLINGS = [  # (stock node, its inputs, text the refusal must contain; None: trainable)
-    ("ModelSamplingSD3", {"shift": 3.0}, "flow matching"),
-    ("ModelSamplingFlux", {"max_shift": 1.15, "base_shift": 0.5, "width": 64, "height": 64}, "flow matching (Flux)"),
-    ("ModelSamplingContinuousEDM", {"sampling": "edm_playground_v2.5", "sigma_max": 120.0, "sigma_min": 0.002},
-     "continuous EDM"),
-    ("ModelSamplingContinuousV", {"sampling": "v_prediction", "sigma_max": 500.0, "sigma_min": 0.03},
-     "continuous-time v prediction"),
-    ("ModelSamplingDiscrete", {"sampling": "img_to_img", "zsnr": False}, "image-to-image prediction"),
-    ("ModelSamplingDiscrete", {"sampling": "lcm", "zsnr": False}, "a distilled table of 50 sigmas"),
-    ("ModelSamplingDiscrete", {"sampling": "v_prediction", "zsnr": True}, None),
-    ("ModelSamplingDiscrete", {"sampling": "x0", "zsnr": False}, None),
-]
-
-
-@pytest.mark.parametrize("node, inputs, message", SAMPLINGS,
-                         ids=[f"{n}-{i.get('sampling', '')}" for n, i, _ in SAMPLINGS])
+@pytest.mark.parametrize("node, inputs, message", [s[:3] for s in SAMPLINGS],
+                         ids=[sampling_id(n, i) for n, i, *_ in SAMPLINGS])
 def test_models_with_another_notion_of_time_are_refused_before_any_work(node, inputs, message, host, monkeypatch):
     from comfy_extras import nodes_model_advanced
 
@@ -119,7 +106,7 @@ def test_models_with_another_notion_of_time_are_refused_before_any_work(node, in
         with pytest.raises(host["MrtiError"]) as info:
             host["trainer"].execute(model=patched, clip=clip, vae=vae, images=torch.rand(1, 64, 64, 3),
                                     **{**INPUTS, "name": "sampling_refused"})
-    assert message in str(info.value) and "SD1.x, SD2.x, SDXL" in str(info.value), str(info.value)
+    assert message in str(info.value) and SUPPORTED_TEXT in str(info.value), str(info.value)
     assert not encodes, "the images were encoded before the refusal"
 
 

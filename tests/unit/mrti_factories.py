@@ -18,7 +18,7 @@ def make_concept(
     generator = torch.Generator().manual_seed(seed)
     embeddings = {
         key: torch.randn(num_scales, vectors, width, generator=generator).to(dtype)
-        for key, width in (widths or {"clip_l": 8}).items()
+        for key, width in (widths or {"clip_l": 768}).items()
     }
     training = {"steps": 3000, "lr": 0.0005, "note": "x", "ok": True}
     info = ConceptInfo(1, "painting", ModelFamily.SD1, training)

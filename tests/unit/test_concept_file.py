@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from mrti.concept import ModelFamily
 from mrti.concept_file import (
     FORMAT_VERSION,
     concept_metadata,
+    inspect_concept_file,
     load_concept,
     peek_concept_header,
     save_concept,
@@ -41,14 +43,14 @@ def write_raw(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
 
 
 def test_round_trip(tmp_path):
-    concept = make_concept(num_scales=5, vectors=2, widths={"clip_l": 8, "clip_g": 12})
+    concept = make_concept(num_scales=5, vectors=2, widths={"clip_l": 768, "clip_g": 1280})
     path = save_concept(concept, tmp_path / "jane.safetensors")
     loaded = load_concept(path)
     assert loaded.name == "jane"
     assert loaded.source == str(path)
     assert loaded.info == concept.info
     assert loaded.info.training == {"steps": 3000, "lr": 0.0005, "note": "x", "ok": True}
-    assert loaded.widths == {"clip_l": 8, "clip_g": 12}
+    assert loaded.widths == {"clip_l": 768, "clip_g": 1280}
     for key, tensor in concept.embeddings.items():
         assert loaded.embeddings[key].dtype == torch.float32
         assert torch.equal(loaded.embeddings[key], tensor)
@@ -75,7 +77,7 @@ def test_half_precision_loads_as_float32(tmp_path, dtype):
 
 def test_save_moves_noncontiguous_tensor(tmp_path):
     concept = make_concept()
-    base = torch.randn(8, 1, 4).transpose(0, 2)  # [4, 1, 8], not contiguous
+    base = torch.randn(768, 1, 4).transpose(0, 2)  # [4, 1, 768], not contiguous
     odd = type(concept)("odd", {"clip_l": base}, concept.info)
     loaded = load_concept(save_concept(odd, tmp_path / "odd.safetensors"))
     assert torch.equal(loaded.embeddings["clip_l"], base)
@@ -185,7 +187,7 @@ def test_failed_publish_removes_temp_file(tmp_path, monkeypatch):
 # ---- every way a file can be bad -------------------------------------------------------------
 
 def _saved_bytes(tmp_path: Path) -> bytes:
-    return save_concept(make_concept(num_scales=4, widths={"clip_l": 64}), tmp_path / "src.safetensors").read_bytes()
+    return save_concept(make_concept(num_scales=4, widths={"clip_l": 768}), tmp_path / "src.safetensors").read_bytes()
 
 
 def _file_missing(path: Path) -> None:
@@ -225,7 +227,7 @@ def _with(**changes: str) -> dict[str, str]:
     return metadata
 
 
-GOOD = {"clip_l": torch.zeros(4, 1, 8)}
+GOOD = {"clip_l": torch.zeros(4, 1, 768)}
 BAD_FILES = [
     ("missing", _file_missing, "does not exist"),
     ("empty", _file_empty, "empty"),
@@ -246,22 +248,22 @@ BAD_CONTENTS = [
     ("list_training", GOOD, _with(training="[1]"), "must be a JSON object"),
     ("bad_family", GOOD, _with(base_family="sd9"), "'mrti.base_family' is 'sd9'"),
     ("wrong_rank", {"clip_l": torch.zeros(4, 8)}, good_metadata(), "expected 3 dimensions"),
-    ("encoders_disagree", {"clip_l": torch.zeros(4, 1, 8), "clip_g": torch.zeros(3, 1, 8)}, good_metadata(),
-     "tensor 'clip_g' has shape [3, 1, 8], but the metadata says 4 scales"),
-    ("n_mismatch", GOOD, _with(num_scales="5"), "tensor 'clip_l' has shape [4, 1, 8], but the metadata says 5"),
+    ("encoders_disagree", {"clip_l": torch.zeros(4, 1, 768), "clip_g": torch.zeros(3, 1, 768)}, good_metadata(),
+     "tensor 'clip_g' has shape [3, 1, 768], but the metadata says 4 scales"),
+    ("n_mismatch", GOOD, _with(num_scales="5"), "tensor 'clip_l' has shape [4, 1, 768], but the metadata says 5"),
     ("v_mismatch", GOOD, _with(vectors_per_token="2"), "metadata says 4 scales x 2 vectors"),
-    ("int_dtype", {"clip_l": torch.zeros(4, 1, 8, dtype=torch.int32)}, good_metadata(), "dtype I32"),
-    ("f64_dtype", {"clip_l": torch.zeros(4, 1, 8, dtype=torch.float64)}, good_metadata(), "dtype F64"),
-    ("nan", {"clip_l": torch.zeros(4, 1, 8).index_fill_(2, torch.tensor([3]), float("nan"))}, good_metadata(),
+    ("int_dtype", {"clip_l": torch.zeros(4, 1, 768, dtype=torch.int32)}, good_metadata(), "dtype I32"),
+    ("f64_dtype", {"clip_l": torch.zeros(4, 1, 768, dtype=torch.float64)}, good_metadata(), "dtype F64"),
+    ("nan", {"clip_l": torch.zeros(4, 1, 768).index_fill_(2, torch.tensor([3]), float("nan"))}, good_metadata(),
      "tensor 'clip_l' contains 4 non-finite values"),
-    ("inf", {"clip_l": torch.zeros(4, 1, 8).index_put_((torch.tensor([1]),), torch.tensor(float("-inf")))},
-     good_metadata(), "tensor 'clip_l' contains 8 non-finite values"),
-    ("unknown_key", {"clip_l": torch.zeros(4, 1, 8), "clip_x": torch.zeros(4, 1, 8)}, good_metadata(),
+    ("inf", {"clip_l": torch.zeros(4, 1, 768).index_put_((torch.tensor([1]),), torch.tensor(float("-inf")))},
+     good_metadata(), "tensor 'clip_l' contains 768 non-finite values"),
+    ("unknown_key", {"clip_l": torch.zeros(4, 1, 768), "clip_x": torch.zeros(4, 1, 768)}, good_metadata(),
      "unknown tensor 'clip_x'"),
     ("no_tensors", {}, good_metadata(), "holds no tensors"),
-    ("n_zero", {"clip_l": torch.zeros(0, 1, 8)}, _with(num_scales="0"), "'mrti.num_scales' is 0; expected 1 to 1000"),
+    ("n_zero", {"clip_l": torch.zeros(0, 1, 768)}, _with(num_scales="0"), "'mrti.num_scales' is 0; expected 1 to 1000"),
     ("n_1001", {"clip_l": torch.zeros(1001, 1, 2)}, _with(num_scales="1001"), "'mrti.num_scales' is 1001"),
-    ("v_zero", {"clip_l": torch.zeros(4, 0, 8)}, _with(vectors_per_token="0"), "'mrti.vectors_per_token' is 0"),
+    ("v_zero", {"clip_l": torch.zeros(4, 0, 768)}, _with(vectors_per_token="0"), "'mrti.vectors_per_token' is 0"),
     ("width_zero", {"clip_l": torch.zeros(4, 1, 0)}, good_metadata(), "width 0"),
 ]
 
@@ -326,7 +328,7 @@ def test_examples_per_scale_round_trip_and_mark_untrained_scales(tmp_path):
                                    "[true, 1, 1, 1]"])
 def test_malformed_examples_per_scale_is_refused_naming_the_key(tmp_path, value):
     metadata = {**good_metadata(), "mrti.examples_per_scale": value}
-    path = write_raw(tmp_path / "jane.safetensors", {"clip_l": torch.zeros(4, 1, 8)}, metadata)
+    path = write_raw(tmp_path / "jane.safetensors", {"clip_l": torch.zeros(4, 1, 768)}, metadata)
     with pytest.raises(ConceptFileError, match="mrti.examples_per_scale") as info:
         load_concept(path)
     assert "jane.safetensors" in str(info.value)
@@ -338,3 +340,47 @@ def test_concept_refuses_example_counts_of_another_length():
         replace(base, info=replace(base.info, examples_per_scale=(1, 2, 3)))
     with pytest.raises(MrtiError, match="non-negative"):
         replace(base.info, examples_per_scale=(1, -2, 3, 4))
+
+
+@pytest.mark.parametrize("shape, message", [
+    ([10, 1, 200_000_000], "has width 200000000; clip_l is 768 wide"),
+    ([10, 76, 768], "'mrti.vectors_per_token' is 76; expected 1 to 75"),
+    ([1001, 1, 768], "'mrti.num_scales' is 1001; expected 1 to 1000"),
+])
+def test_sizes_are_checked_from_the_header_before_any_byte_is_read(tmp_path, shape, message):
+    from harness.concept_files import write_sparse_claim
+
+    path = write_sparse_claim(tmp_path / "bomb.safetensors", shape)
+    assert path.stat().st_blocks * 512 < 1 << 20 < path.stat().st_size  # a hole, not data
+    with pytest.raises(ConceptFileError, match=re.escape(message)):
+        load_concept(path)
+    with pytest.raises(ConceptFileError, match=re.escape(message)):
+        inspect_concept_file(path)
+
+
+def test_huge_metadata_values_are_cut_in_the_error(tmp_path):
+    metadata = {**good_metadata(), "mrti.num_scales": "9" * 5_000_000}
+    path = write_raw(tmp_path / "jane.safetensors", {"clip_l": torch.zeros(4, 1, 768)}, metadata)
+    with pytest.raises(ConceptFileError) as info:
+        load_concept(path)
+    assert len(str(info.value)) < 400 and "(5000000 characters)" in str(info.value)
+
+
+def test_error_messages_are_capped_and_free_of_terminal_codes():
+    from mrti.errors import MAX_MESSAGE_LENGTH, MrtiError, shown
+
+    error = MrtiError("\x1b[31mred\x1b[0m " + "x" * 10 * MAX_MESSAGE_LENGTH)
+    assert str(error).startswith("red x") and "\x1b" not in str(error)
+    assert len(str(error)) < MAX_MESSAGE_LENGTH + 100 and "characters cut" in str(error)
+    assert shown("abc") == "'abc'" and shown("a" * 500, 20).endswith("… (500 characters)")
+
+
+def test_inspect_checks_what_load_checks_without_reading_vectors(tmp_path):
+    concept = make_concept(num_scales=4)
+    path = save_concept(concept, tmp_path / "jane.safetensors")
+    info, num_scales = inspect_concept_file(path)
+    assert num_scales == 4 and info == concept.info
+    bad_name = save_concept(concept, tmp_path / "-bad name.safetensors")  # loads under a name given to it
+    assert inspect_concept_file(bad_name)[1] == 4
+    with pytest.raises(ConceptFileError, match="the file name gives concept name"):
+        load_concept(bad_name)

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from mrti.concept import ModelFamily
 from mrti.concept_file import load_concept, save_concept
 from mrti.errors import ConceptFileError
+from harness.concept_files import write_reference_folder
 from mrti.reference_import import EMBEDDING_KEY, import_reference_folder, is_reference_folder
 
 VOCAB = 10
@@ -213,3 +214,52 @@ def test_code_carrying_pickle_is_refused(tmp_path, writer):
     assert str(weights_file) in message
     assert "refused" in message and "unsafe" in message
     assert not marker.exists()
+
+
+def test_deflated_archive_members_are_refused_before_loading(tmp_path):
+    from harness.concept_files import write_deflated_reference
+
+    folder = write_deflated_reference(tmp_path / "zipped")
+    with pytest.raises(ConceptFileError, match=r"pytorch_model\.bin: archive member '.*' is compressed"):
+        import_reference_folder(folder)
+
+
+def test_sparse_table_is_refused_naming_the_file(tmp_path):
+    folder = write_reference_folder(tmp_path / "sparse", torch.zeros(3, 768))
+    table = torch.zeros(13, 768).to_sparse()
+    torch.save({EMBEDDING_KEY: table}, folder / "text_encoder" / "pytorch_model.bin")
+    with pytest.raises(ConceptFileError, match=r"pytorch_model\.bin: .* is a torch\.sparse_coo tensor"):
+        import_reference_folder(folder)
+
+
+def test_old_format_pickles_are_size_capped(tmp_path, monkeypatch):
+    import mrti.reference_import as reference_import
+
+    folder = write_reference_folder(tmp_path / "legacy", torch.zeros(3, 768))
+    weights = folder / "text_encoder" / "pytorch_model.bin"
+    torch.save({EMBEDDING_KEY: torch.zeros(13, 768)}, weights, _use_new_zipfile_serialization=False)
+    assert import_reference_folder(folder).num_scales == 3  # read whole, within the cap
+    monkeypatch.setattr(reference_import, "MAX_LEGACY_PICKLE_BYTES", weights.stat().st_size - 1)
+    with pytest.raises(ConceptFileError, match=r"old \(pre-zip\) PyTorch format"):
+        import_reference_folder(folder)
+
+
+def test_reference_files_are_the_files_the_import_reads(tmp_path):
+    from mrti.reference_import import reference_files
+
+    folder = write_reference_folder(tmp_path / "files", torch.zeros(3, 768))
+    assert reference_files(folder) == (folder / "tokenizer" / "added_tokens.json",
+                                       folder / "text_encoder" / "pytorch_model.bin")
+
+
+class _TensorSubclass(torch.Tensor):
+    pass
+
+
+def test_tensor_subclass_is_refused_in_plain_text(tmp_path):
+    folder = write_reference_folder(tmp_path / "subclass", torch.zeros(3, 768))
+    table = torch.zeros(13, 768).as_subclass(_TensorSubclass)
+    torch.save({EMBEDDING_KEY: table}, folder / "text_encoder" / "pytorch_model.bin")
+    with pytest.raises(ConceptFileError, match=r"pytorch_model\.bin: refused to load as unsafe") as info:
+        import_reference_folder(folder)
+    assert "\x1b" not in str(info.value) and len(str(info.value)) < 600
