@@ -51,8 +51,10 @@ def typical_word_lengths(clip) -> dict[str, float]:
     for key in text_encoders(clip):
         encoder = getattr(clip.cond_stage_model, key, None)
         if encoder is not None and hasattr(encoder, "transformer"):
-            table = encoder.transformer.get_input_embeddings().weight.detach()
-            out[key] = float(table.float().norm(dim=-1).median())
+            lengths = encoder.transformer.get_input_embeddings().weight.detach().float().norm(dim=-1)
+            lengths = lengths[lengths > 0]  # a compacted table (the toy world's) keeps unused rows at zero
+            if len(lengths):
+                out[key] = float(lengths.median())
     return out
 
 
