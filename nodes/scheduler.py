@@ -30,7 +30,9 @@ class TimestepConditioningScheduler(io.ComfyNode):
                 MultiResConcepts.Input("concepts", optional=True,
                                        tooltip="The concepts the prompt's tags may name (from "
                                                "Load Multires Embedding)."),
-                io.String.Input("text", multiline=True, dynamic_prompts=True,
+                # The frontend's dynamic prompts pick one of {a|b|c} before queueing; their '|' would tear
+                # Fixed tags such as <jane|0|> apart, so the box keeps its text as written.
+                io.String.Input("text", multiline=True, dynamic_prompts=False,
                                 default="a painting of a dog in the style of <demo(3)>",
                                 tooltip="The prompt. <name|i|>, <name(i)>, <name[i]> use concept 'name' at "
                                         "bucket index i (integer) or diffusion time i (decimal, 0-1); a bare "

@@ -160,6 +160,26 @@ def test_schedule_strip_shows_a_broken_concept_as_broken(server, page):
                          ".mrtiSchedule.error") is None
 
 
+def test_tags_reach_the_server_as_written(page):
+    """The frontend's dynamic prompts would turn {<demo|0|>|<demo(3)>} into "<demo" or "0"; the prompt box
+    has them switched off, so braces and bars stay as typed."""
+    load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))
+    text = "{<demo|0|>|<demo(3)>} a photo of <demo[2]>, {red|blue}"
+    sent = page.evaluate(f"""(async () => {{
+        const node = app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler');
+        node.widgets.find(w => w.name === 'text').value = {json.dumps(text)};
+        const prompt = await app.graphToPrompt();
+        return prompt.output[String(node.id)].inputs.text;
+    }})()""")
+    assert sent == text
+    clip_text = page.evaluate("""(async () => {
+        const node = app.graph._nodes.find(n => n.comfyClass === 'CLIPTextEncode');
+        node.widgets.find(w => w.name === 'text').value = '{red|blue}';
+        return (await app.graphToPrompt()).output[String(node.id)].inputs.text;
+    })()""")
+    assert clip_text in ("red", "blue"), "the stock box no longer resolves choices: the test proves nothing"
+
+
 def test_prompt_box_completes_concept_tags(page):
     load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))
     page.evaluate("""(() => {
