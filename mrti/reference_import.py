@@ -125,16 +125,21 @@ def _scale_token_ids(path: Path) -> tuple[str, list[int]]:
     return placeholder, ids
 
 
-def reference_num_scales(path: str | PathLike[str]) -> int:
-    """N of a reference folder, after every check that reads no tensor data: the tokenizer file, and the
-    weights file's table shape (safetensors) or archive layout (.bin)."""
-    folder = Path(path)
+def _source_files(folder: Path) -> tuple[Path, Path]:
+    """The tokenizer file and the weights file of a reference folder, or an error naming what is missing."""
     tokenizer = _first_existing(folder / "tokenizer", _TOKENIZER_FILES)
     if tokenizer is None:
-        raise ConceptFileError(folder, "no tokenizer/added_tokens.json or tokenizer/tokenizer.json")
+        raise ConceptFileError(folder, "missing tokenizer/added_tokens.json (or tokenizer/tokenizer.json)")
     weights = _first_existing(folder / "text_encoder", _WEIGHT_FILES)
     if weights is None:
         raise ConceptFileError(folder, "missing text_encoder/model.safetensors (or text_encoder/pytorch_model.bin)")
+    return tokenizer, weights
+
+
+def reference_num_scales(path: str | PathLike[str]) -> int:
+    """N of a reference folder, after every check that reads no tensor data: the tokenizer file, and the
+    weights file's table shape (safetensors) or archive layout (.bin)."""
+    tokenizer, weights = _source_files(Path(path))
     ids = _scale_token_ids(tokenizer)[1]
     if weights.suffix == ".safetensors":
         _rows_from_safetensors(weights, ids, read=False)
@@ -232,16 +237,7 @@ def import_reference_folder(path: str | PathLike[str], *, name: str | None = Non
     folder = Path(path)
     if not folder.is_dir():
         raise ConceptFileError(folder, "is not a folder")
-    tokenizer_file = _first_existing(folder / "tokenizer", _TOKENIZER_FILES)
-    if tokenizer_file is None:
-        raise ConceptFileError(
-            folder, "missing tokenizer/added_tokens.json (or tokenizer/tokenizer.json)"
-        )
-    weights_file = _first_existing(folder / "text_encoder", _WEIGHT_FILES)
-    if weights_file is None:
-        raise ConceptFileError(
-            folder, "missing text_encoder/model.safetensors (or text_encoder/pytorch_model.bin)"
-        )
+    tokenizer_file, weights_file = _source_files(folder)
     if name is None:
         name = folder.resolve().name
     try:
