@@ -1,7 +1,7 @@
 """Cost of a multires prompt against a plain prompt, same graph, same process.
 
 Runs CLIPTextEncode vs TimestepConditioningScheduler, then the same KSampler, alternating the two variants
-and taking medians (VAEDecode, identical for both, is left out so that it does not dilute the ratio). Prints the wall-time ratios (goal: sampling ≤ 1.02) and the
+and taking medians (VAEDecode, identical for both, is left out so that it does not dilute the ratio). Prints the wall-time ratios (goal: sampling <= 1.02) and the
 text-encoder pass counts. By default it uses the tiny SD1 test model on the CPU; `--checkpoint` takes any
 SD1/SD2/SDXL checkpoint file instead (on a GPU if the host finds one).
 

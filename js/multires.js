@@ -254,8 +254,10 @@ function attachCompletion(node) {
     popup = document.createElement("div");
     popup.className = "mrti-completion";
     const rect = el.getBoundingClientRect();
+    // A manual popover sits in the top layer above the canvas while staying inside the widget's own DOM.
+    popup.popover = "manual";
     Object.assign(popup.style, {
-      position: "fixed", left: `${rect.left}px`, top: `${rect.bottom + 2}px`, zIndex: 10000,
+      position: "fixed", inset: "auto", margin: "0", left: `${rect.left}px`, top: `${rect.bottom + 2}px`,
       background: "#222", color: "#ddd", border: "1px solid #555", font: "12px monospace", padding: "2px 0",
     });
     items.forEach((item, i) => {
@@ -268,7 +270,8 @@ function attachCompletion(node) {
       });
       popup.appendChild(row);
     });
-    document.body.appendChild(popup);
+    (el.parentElement ?? el).appendChild(popup);
+    popup.showPopover();
   };
   el.addEventListener("input", () => {
     const before = el.value.slice(0, el.selectionStart);
@@ -382,7 +385,7 @@ function onTrainingProgress(event) {
 }
 
 app.registerExtension({
-  name: "mrti.MultiresTextualInversion",
+  name: "multiresolutiontextualinversion.editor",
   concepts: conceptInfo, // what the server last said about each concept file (read by the browser tests)
   async setup() {
     api.addEventListener("mrti.train.progress", onTrainingProgress);

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 
@@ -188,9 +188,6 @@ class Concept:
         """Scales whose embedding received no training example (empty when that is unknown)."""
         return tuple(i for i, count in enumerate(self.info.examples_per_scale) if count == 0)
 
-    def with_name(self, name: str) -> Concept:
-        return replace(self, name=name)
-
     def __repr__(self) -> str:
         return (
             f"Concept(name={self.name!r}, num_scales={self.num_scales}, "
@@ -226,9 +223,6 @@ class ConceptSet(Mapping[str, Concept]):
         items = dict(self._concepts)
         items[concept.name] = concept
         return ConceptSet(items)
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._concepts)
 
     def num_scales_by_name(self) -> dict[str, int]:
         return {name: concept.num_scales for name, concept in self._concepts.items()}

@@ -20,7 +20,7 @@ def shown(value: object, limit: int = 80) -> str:
     if len(text) <= limit:
         return text
     length = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters shown"
-    return f"{text[:limit]}… ({length})"
+    return f"{text[:limit]}... ({length})"
 
 
 def _displayable(message: str) -> str:
@@ -28,7 +28,7 @@ def _displayable(message: str) -> str:
     message = _TERMINAL_CODES.sub("", message)
     if len(message) > MAX_MESSAGE_LENGTH:
         half = MAX_MESSAGE_LENGTH // 2
-        message = f"{message[:half]} … [{len(message) - 2 * half} characters cut] … {message[-half:]}"
+        message = f"{message[:half]} ... [{len(message) - 2 * half} characters cut] ... {message[-half:]}"
     return message
 
 

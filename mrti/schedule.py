@@ -157,15 +157,6 @@ def distinct_states(spans: Iterable[StateSpan]) -> tuple[tuple[TokenState, ...],
     return tuple(dict.fromkeys(span.states for span in spans))
 
 
-def span_for_timestep(spans: Sequence[StateSpan], t: int) -> StateSpan:
-    """The span containing integer timestep ``t`` (clipped to ``[0, 999]``)."""
-    t = min(max(int(t), 0), NUM_TIMESTEPS - 1)
-    for span in spans:
-        if span.t_min <= t <= span.t_max:
-            return span
-    raise MrtiError(f"no state span covers timestep {t}")
-
-
 def materialize(state: TokenState, embeddings: torch.Tensor) -> torch.Tensor:
     """The ``[V, W]`` vectors for ``state`` taken from a concept's ``[N, V, W]`` embeddings."""
     n = embeddings.shape[0]

@@ -38,7 +38,7 @@ class SigmaRange:
 
 @dataclass(frozen=True)
 class TimestepEdges:
-    """`lowest[T]` (T = 0 … 1000): the smallest sigma the model maps to a timestep of T or more.
+    """`lowest[T]` (T = 0 ... 1000): the smallest sigma the model maps to a timestep of T or more.
 
     0.0 where every sigma maps that high (T at or below the table's lowest timestep), infinity where no
     sigma does (above its highest)."""
@@ -70,7 +70,7 @@ def _bits_float(bits: torch.Tensor) -> torch.Tensor:
 def timestep_edges(table: torch.Tensor, timestep_of: Callable[[torch.Tensor], torch.Tensor]) -> TimestepEdges:
     """The edges of a model whose sigma table is `table` and whose `timestep(sigma)` is `timestep_of`.
 
-    `timestep_of` must map sigma to an integer timestep in 0 … 999, non-decreasing in sigma (true of every
+    `timestep_of` must map sigma to an integer timestep in 0 ... 999, non-decreasing in sigma (true of every
     discrete table: it picks the table entry nearest in log sigma)."""
     sigmas = table.detach().to("cpu", torch.float32).flatten().sort().values
     if sigmas.numel() == 0 or not bool(torch.isfinite(sigmas).all()) or float(sigmas[0]) <= 0.0:

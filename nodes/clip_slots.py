@@ -19,6 +19,11 @@ from ..mrti.errors import MrtiError
 SlotLookup = Callable[[str, str], "torch.Tensor | None"]
 
 
+def slot_word(label: str | int) -> str:
+    """The `embedding:` word a prompt carries where one of our tensors goes; no file is ever named so."""
+    return f"mrti_slot_{label}_"
+
+
 def _sub_tokenizers(clip) -> dict[str, tuple[str, comfy.sd1_clip.SDTokenizer]]:
     found = {}
     for attr, value in vars(clip.tokenizer).items():
@@ -31,7 +36,7 @@ def _sub_tokenizers(clip) -> dict[str, tuple[str, comfy.sd1_clip.SDTokenizer]]:
 
 
 def text_encoders(clip) -> dict[str, comfy.sd1_clip.SDTokenizer]:
-    """The model's CLIP-style sub-tokenizers by encoder key ("clip_l", "clip_g", "clip_h", …)."""
+    """The model's CLIP-style sub-tokenizers by encoder key ("clip_l", "clip_g", "clip_h", ...)."""
     return {key: tokenizer for key, (_, tokenizer) in _sub_tokenizers(clip).items()}
 
 

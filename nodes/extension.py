@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from . import model_folders, routes
+from .export import MultiResEmbeddingExport
 from .grid import MultiResGridImage, MultiResGridPrompts
 from .loader import MultiResEmbeddingLoader
 from .scheduler import TimestepConditioningScheduler
@@ -13,15 +14,13 @@ from .trainer import MultiResEmbeddingTrainer
 class MultiResExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [MultiResEmbeddingLoader, TimestepConditioningScheduler, MultiResEmbeddingTrainer,
-                MultiResGridPrompts, MultiResGridImage]
+                MultiResGridPrompts, MultiResGridImage, MultiResEmbeddingExport]
 
 
 async def comfy_entrypoint() -> ComfyExtension:
     # Setup happens here: this host version calls the entry point while loading, but never `on_load`.
     model_folders.register()
-    from server import PromptServer
-
-    prompt_server = getattr(PromptServer, "instance", None)  # absent when the host runs without a server
-    if prompt_server is not None:
-        routes.register(prompt_server.routes)
+    server = routes.prompt_server()
+    if server is not None:
+        routes.register(server.routes)
     return MultiResExtension()

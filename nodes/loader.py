@@ -8,9 +8,11 @@ from comfy_api.latest import io
 
 from ..mrti.concept import ConceptSet, validate_concept_name
 from ..mrti.concept_file import load_concept
+from ..mrti.errors import shown
 from ..mrti.reference_import import import_reference_folder, reference_files
 from ..mrti.training.timesteps import index_ranges
 from . import model_folders
+from .checked_combo import CheckedCombo
 from .concept_type import MultiResConcepts
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ class MultiResEmbeddingLoader(io.ComfyNode):
             category="conditioning/multires",
             description="Loads a concept learned as N per-diffusion-time embeddings, for use in prompts as <name>.",
             inputs=[
-                io.Combo.Input("concept", options=model_folders.list_entries(),
+                CheckedCombo("concept", options=model_folders.list_entries(),
                                tooltip="A concept file (.safetensors) or a reference-repo output folder "
                                        "in models/multires_embeddings."),
                 io.String.Input("name", default="",
@@ -47,6 +49,16 @@ class MultiResEmbeddingLoader(io.ComfyNode):
             outputs=[MultiResConcepts.Output(display_name="concepts",
                                              tooltip="The incoming concepts plus this one.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, name: str | None = None):
+        # Converters that map widget values by fit (comfyui-autograph 2.3.0) move a concept file the
+        # server does not list from `concept` into `name`; say so at queue time instead of failing later
+        # on a strange concept name.
+        if name and name.lower().endswith(tuple(model_folders.CONCEPT_EXTENSIONS)):
+            return (f"name {shown(name)} is a file name, not a concept name: the file belongs in 'concept' "
+                    "(a workflow converter may have moved it there because this server does not have the file)")
+        return True
 
     @classmethod
     def fingerprint_inputs(cls, concept: str, name: str = "", concepts=None):

@@ -105,4 +105,4 @@ def prompt_edges(model_patcher=None) -> TimestepEdges:
 
 @lru_cache(maxsize=1)
 def _standard_sampling():
-    return ms.ModelSamplingDiscrete()  # SD1.x/SD2.x/SDXL: scaled-linear betas 0.00085 … 0.012
+    return ms.ModelSamplingDiscrete()  # SD1.x/SD2.x/SDXL: scaled-linear betas 0.00085 ... 0.012

@@ -21,11 +21,10 @@ from ..mrti.errors import MrtiError
 from ..mrti.prompt_syntax import Mode, ParsedPrompt, Resolution, ResolvedTag, parse_prompt, resolve_tags
 from ..mrti.schedule import StateSpan, TokenState, distinct_states, materialize, state_spans
 from ..mrti.step_ranges import SigmaRange, TimestepEdges, progress_range
-from .clip_slots import clip_with_slots, text_encoders
+from .clip_slots import clip_with_slots, slot_word, text_encoders
 
 log = logging.getLogger(__name__)
 
-_SLOT = "mrti_slot_{}_"
 
 
 def concept_vectors(concept: Concept, encoders: Mapping[str, comfy.sd1_clip.SDTokenizer]) -> dict[str, torch.Tensor]:
@@ -57,7 +56,7 @@ def _substituted_text(segments) -> str:
         if isinstance(segment, str):
             parts.append(segment)
         else:
-            parts.append(f" embedding:{_SLOT.format(slot)} ")
+            parts.append(f" embedding:{slot_word(slot)} ")
             slot += 1
     return "".join(parts)
 
@@ -99,7 +98,7 @@ def encode_plan(clip, concepts: ConceptSet, plan: SchedulePlan) -> list:
     encoded: dict[tuple[TokenState, ...], list] = {}
     for states in distinct_states(span for span, _ in spans):
         slots = {
-            _SLOT.format(i): {key: materialize(state, vectors[tag.name][key]) for key in encoders}
+            slot_word(i): {key: materialize(state, vectors[tag.name][key]) for key in encoders}
             for i, (tag, state) in enumerate(zip(tags, states))
         }
         encoder = clip_with_slots(clip, lambda key, word, _slots=slots: _slots.get(word, {}).get(key))

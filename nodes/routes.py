@@ -1,7 +1,9 @@
-"""HTTP routes the front end uses: what the concepts in the models folder are, without loading them."""
+"""The host's HTTP server as this pack reaches it: the routes the front end uses (what the concepts in the
+models folder are, without loading them), and the server itself for progress messages."""
 from __future__ import annotations
 
 import logging
+import sys
 
 from aiohttp import web
 
@@ -45,6 +47,12 @@ async def list_concepts(request: web.Request) -> web.Response:
         log.warning("the %s folders cannot be listed: %s", model_folders.FOLDER_NAME, exc)
         return web.json_response({"concepts": [], "error": f"the concept folders cannot be listed: {shown(str(exc), 300)}"})
     return web.json_response({"concepts": [concept_summary(e) for e in entries]})
+
+
+def prompt_server():
+    """The host's PromptServer instance, or None when the host runs without a server (in-process use)."""
+    # Only a host started as a server has imported `server`; importing it here would start one half-way.
+    return getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
 
 
 def register(routes) -> None:

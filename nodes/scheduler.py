@@ -1,4 +1,4 @@
-"""TimestepConditioningScheduler: a prompt with concept tags → CONDITIONING scheduled per sampler step."""
+"""TimestepConditioningScheduler: a prompt with concept tags -> CONDITIONING scheduled per sampler step."""
 from __future__ import annotations
 
 from comfy_api.latest import io
@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..mrti.concept import ConceptSet
 from ..mrti.errors import MrtiError
 from ..mrti.prompt_syntax import Mode, parse_prompt, parse_resolution
+from .checked_combo import CheckedCombo
 from .concept_type import MultiResConcepts
 from .model_support import prompt_edges
 from .prompt_encoding import encode_schedule
@@ -37,7 +38,7 @@ class TimestepConditioningScheduler(io.ComfyNode):
                                 tooltip="The prompt. <name|i|>, <name(i)>, <name[i]> use concept 'name' at "
                                         "bucket index i (integer) or diffusion time i (decimal, 0-1); a bare "
                                         "<name> uses the mode and resolution below. Write \\< for a literal <."),
-                io.Combo.Input("mode", options=[m.value for m in Mode], default=Mode.FULLY.value,
+                CheckedCombo("mode", options=[m.value for m in Mode], default=Mode.FULLY.value,
                                tooltip="Mode for bare <name> tags: fixed (one embedding throughout), semi "
                                        "(zero vector up to the resolution, own embeddings above), fully (the "
                                        "resolution's embedding up to it, own embeddings above)."),
@@ -54,12 +55,14 @@ class TimestepConditioningScheduler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str | None = None, text: str | None = None, **_):
+    def validate_inputs(cls, text: str | None = None):
+        # Only the prompt is checked here: the host files a failure under every input this function takes,
+        # so each checked input needs a validator of its own. `resolution` fails at run time instead, and
+        # `mode` is a CheckedCombo the host checks itself. A linked text arrives as None.
+        if text is None:
+            return True
         try:
-            if resolution is not None:
-                parse_resolution(resolution)
-            if text is not None:
-                parse_prompt(text)
+            parse_prompt(text)
         except MrtiError as exc:
             return str(exc)
         return True

@@ -8,19 +8,19 @@ the conditioning the model's own ``extra_conds`` builds, so SDXL gets its pooled
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
 
+import comfy.conds
 import comfy.patcher_extension
 
 from ..mrti.errors import MrtiError
 from ..mrti.training.loop import Example
 from ..mrti.training.templates import fill
-from .clip_slots import clip_with_slots, encoder_widths, text_encoders
+from .clip_slots import clip_with_slots, encoder_widths, slot_word, text_encoders
 
-SLOT = "mrti_train_slot"
+SLOT = slot_word("train")
 
 
 def init_vectors(clip, word: str, vectors_per_token: int) -> dict[str, torch.Tensor]:
@@ -111,10 +111,9 @@ def discrete_sigmas(model_patcher) -> torch.Tensor:
 
 
 def _cat_cross_attn(conds: list[torch.Tensor]) -> torch.Tensor:
-    # Prompts longer than one 77-token chunk are repeated to a common length, as the host's
-    # CONDCrossAttn.concat does; repeating the context leaves cross-attention unchanged.
-    longest = math.lcm(*(cond.shape[1] for cond in conds))
-    return torch.cat([c.repeat(1, longest // c.shape[1], 1) for c in conds])
+    """One batch of contexts of different lengths (prompts over one 77-token chunk), by the host's own rule."""
+    first, *others = (comfy.conds.CONDCrossAttn(cond) for cond in conds)
+    return first.concat(others)
 
 
 class HostObjective:

@@ -4,7 +4,6 @@ the saved concept. ``MultiResEmbeddingTrainer`` is a thin node around ``run_trai
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 
 import comfy.model_management as mm
 import comfy.utils
+import node_helpers
 
 from ..mrti.concept import Concept, ConceptInfo, family_for_widths
 from ..mrti.concept_file import FORMAT_VERSION, load_concept, save_concept
@@ -23,7 +23,7 @@ from ..mrti.training.loop import LoopHooks, StepReport, TrainingLoop, TrainingSt
 from ..mrti.training.plots import gradient_image, loss_curve_image
 from ..mrti.training.timesteps import coverage_warning
 from ..mrti.training.vector_scale import vector_scale_warning
-from . import train_files
+from . import routes, train_files
 from .clip_slots import encoder_widths
 from .model_support import check_trainable
 from .train_host import HostObjective, PromptTokens, init_vectors, typical_word_lengths
@@ -32,7 +32,6 @@ from .train_patches import frozen, gradient_checkpointing, make_autograd_safe, o
 log = logging.getLogger(__name__)
 
 PROGRESS_EVENT = "mrti.train.progress"
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -103,7 +102,7 @@ def _encode_latents(vae, patcher, pixels: torch.Tensor) -> torch.Tensor:
 
 def _prepare_patcher(model, precision: str):
     patcher = model.clone()
-    dtype = _DTYPES[precision]
+    dtype = node_helpers.string_to_torch_dtype(precision)
     if patcher.model.get_dtype() != dtype:
         patcher.set_model_compute_dtype(dtype)  # weights stay as stored; layers cast them per use
     return patcher
@@ -120,9 +119,7 @@ class _Reporter:
         self.bar = comfy.utils.ProgressBar(config.steps, node_id=node_id)
         self.bar.update_absolute(state.step, config.steps)
         self.seconds: list[float] = []
-        # Only a host started as a server has imported `server`; importing it here would start one half-way.
-        prompt_server = getattr(sys.modules.get("server"), "PromptServer", None)
-        self.server = getattr(prompt_server, "instance", None)
+        self.server = routes.prompt_server()
 
     def warn(self, text: str) -> None:
         """A warning in the log and, on a server, as the node's progress text."""

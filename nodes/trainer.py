@@ -8,6 +8,7 @@ from ..mrti.errors import MrtiError
 from ..mrti.training.config import CROPS, LR_SCHEDULES, PRECISIONS, TIMESTEP_SAMPLING, TrainingConfig
 from ..mrti.training.templates import TEMPLATE_KINDS, templates_for
 from . import train_files
+from .checked_combo import CheckedCombo
 from .concept_type import MultiResConcepts
 from .train_run import run_training
 
@@ -43,18 +44,18 @@ def _inputs() -> list:
         io.Boolean.Input("scale_lr", default=True,
                          tooltip="Multiply the learning rate by batch_size x gradient_accumulation, as the "
                                  "reference's --scale_lr does."),
-        io.Combo.Input("lr_schedule", options=list(LR_SCHEDULES), default="constant",
+        CheckedCombo("lr_schedule", options=list(LR_SCHEDULES), default="constant",
                        tooltip="constant, or cosine / linear decay to zero at the last step; all start with "
                                "warmup_steps of linear warm-up."),
         io.Int.Input("warmup_steps", default=0, min=0, max=1000000,
                      tooltip="Steps of linear learning-rate warm-up at the start."),
-        io.Combo.Input("templates", options=list(TEMPLATE_KINDS), default="object",
+        CheckedCombo("templates", options=list(TEMPLATE_KINDS), default="object",
                        tooltip="Training prompts: neutral 'object' sentences, 'style' sentences, or your own "
                                "lines from custom_templates."),
         io.String.Input("custom_templates", multiline=True, default="a photo of {}",
                         tooltip="Used when templates is 'custom': one prompt per line, with {} where the "
                                 "concept goes."),
-        io.Combo.Input("timestep_sampling", options=list(TIMESTEP_SAMPLING), default="uniform",
+        CheckedCombo("timestep_sampling", options=list(TIMESTEP_SAMPLING), default="uniform",
                        tooltip="uniform over all 1000 timesteps (the paper); interval: only t_min..t_max; "
                                "adaptive: more often where the measured g(t) is large, with a floor per bucket "
                                "so all N embeddings train."),
@@ -71,11 +72,11 @@ def _inputs() -> list:
         io.Int.Input("save_every", default=500, min=0, max=1000000,
                      tooltip="Write a checkpoint every this many steps (0: only when cancelled and at the end). "
                              "Checkpoints go to output/multires_training/<name>/."),
-        io.Combo.Input("resume_from", options=train_files.resume_options(), default=train_files.NONE,
+        CheckedCombo("resume_from", options=train_files.resume_options(), default=train_files.NONE,
                        tooltip="none: start from init_word. 'latest checkpoint': continue this name's newest "
                                "checkpoint (or start fresh if there is none). A checkpoint: continue it exactly. "
                                "A concept: start from its vectors with a fresh optimiser."),
-        io.Combo.Input("precision", options=list(PRECISIONS), default="fp32",
+        CheckedCombo("precision", options=list(PRECISIONS), default="fp32",
                        tooltip="Compute precision of the diffusion model. bf16/fp16 save memory on GPUs; the "
                                "concept's vectors are always kept in fp32."),
         io.Boolean.Input("gradient_checkpointing", default=False,
@@ -83,7 +84,7 @@ def _inputs() -> list:
                                  "about a third slower."),
         io.Int.Input("resolution", default=512, min=64, max=4096, step=8,
                      tooltip="Training images are brought to this square size in pixels."),
-        io.Combo.Input("crop", options=list(CROPS), default="center crop",
+        CheckedCombo("crop", options=list(CROPS), default="center crop",
                        tooltip="center crop: scale the short side to resolution and cut the middle; "
                                "stretch: scale both sides (distorts non-square images)."),
         io.Boolean.Input("overwrite", default=False,

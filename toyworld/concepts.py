@@ -115,7 +115,7 @@ def match_rates(pack, model, clip, vae, concepts, text: str, truth: world.Attrib
 def checkpoint_concepts(pack, trained) -> list[tuple[int, object, object]]:
     """(step, concept set, checkpoint data) for every checkpoint the run that made `trained` (a concept
     set holding one trained concept) wrote, oldest first: the concept as it was at each step."""
-    (name,) = trained.names()
+    (name,) = trained
     concept = trained[name]
     out = []
     folder = pack.nodes.train_files.latest_checkpoint(name).parent  # the last run of that name

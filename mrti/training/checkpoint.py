@@ -36,7 +36,6 @@ class CheckpointData:
     step: int
     name: str
     init_word: str
-    base_family: str
     settings: dict
     embeddings: dict[str, torch.Tensor]
     adam: dict[str, dict[str, torch.Tensor]]
@@ -109,7 +108,7 @@ def read_checkpoint(path: str | PathLike[str]) -> CheckpointData:
                 for key in embeddings if f"adamw.exp_avg.{key}" in tensors}
         result = CheckpointData(
             path=file, step=int(data["step"]), name=str(data["name"]), init_word=str(data["init_word"]),
-            base_family=str(data["base_family"]), settings=dict(data["settings"]), embeddings=embeddings,
+            settings=dict(data["settings"]), embeddings=embeddings,
             adam=adam, rng=tensors["rng"], bands=dict(data["bands"]), scaler=dict(data["scaler"]),
             bucket_counts=[int(v) for v in data["bucket_counts"]], losses=[float(v) for v in data["losses"]])
     except (KeyError, TypeError, ValueError) as exc:

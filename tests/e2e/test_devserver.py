@@ -1,5 +1,6 @@
-"""The demo server (`scripts/serve.sh` runs tests/harness/devserver.py): the toy-world model is its only
-checkpoint, so every checkpoint loader defaults to it; the demo concept and the training pictures are there."""
+"""The demo server (`scripts/serve.sh` runs tests/harness/devserver.py): the toy-world model is its first
+checkpoint, so every new checkpoint loader defaults to it, and the tiny random SDXL model of the SDXL
+workflow comes after it; the demo concepts and the training pictures are there."""
 from __future__ import annotations
 
 import signal
@@ -17,7 +18,7 @@ from toyworld import concepts, reader
 DEVSERVER = Path(__file__).resolve().parents[1] / "harness" / "devserver.py"
 
 
-def test_demo_server_offers_the_toy_world_model_and_its_pictures(tmp_path):
+def test_demo_server_offers_the_toy_world_model_and_its_pictures(tmp_path, tiny_checkpoints):
     port = free_port()
     process = subprocess.Popen([sys.executable, str(DEVSERVER), "--port", str(port), "--base", str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -33,9 +34,9 @@ def test_demo_server_offers_the_toy_world_model_and_its_pictures(tmp_path):
                 assert time.monotonic() < deadline, "the demo server did not come up"
                 time.sleep(0.5)
         options = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
-        assert options == ["toyworld_sd1.safetensors"]
+        assert options == ["toyworld_sd1.safetensors", "untrained_tiny_sdxl.safetensors"]
         concept_options = client.get("/object_info/MultiResEmbeddingLoader")["MultiResEmbeddingLoader"]
-        assert "demo.safetensors" in str(concept_options)
+        assert "demo.safetensors" in str(concept_options) and "demo_xl.safetensors" in str(concept_options)
         pictures = sorted((tmp_path / "input" / "my_concept").glob("*.png"))
         assert len(pictures) == 4
         for picture in pictures:

@@ -130,7 +130,7 @@ def test_schedule_strip_marks_scales_that_never_trained(server, page):
     save_concept(replace(demo, info=replace(demo.info, examples_per_scale=(0,) * 5 + (40,) * 5)),
                  folder / "half_untrained.safetensors", overwrite=True)
     load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))  # re-reads the folder
-    page.wait_for("app.extensions.find(e => e.name === 'mrti.MultiresTextualInversion')"
+    page.wait_for("app.extensions.find(e => e.name === 'multiresolutiontextualinversion.editor')"
                   ".concepts.get('half_untrained.safetensors')?.untrained?.length === 5")
     trained, half = (strip_pixels(page, "fully", "0", entry) for entry in ("demo.safetensors",
                                                                              "half_untrained.safetensors"))
@@ -149,7 +149,7 @@ def test_schedule_strip_shows_a_broken_concept_as_broken(server, page):
     folder = server.base / "models" / "multires_embeddings"
     write_raw_concept(folder / "broken_width.safetensors", torch.zeros(6, 1, 100))
     load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))
-    page.wait_for("app.extensions.find(e => e.name === 'mrti.MultiresTextualInversion')"
+    page.wait_for("app.extensions.find(e => e.name === 'multiresolutiontextualinversion.editor')"
                   ".concepts.get('broken_width.safetensors')?.error !== undefined")
     strip_pixels(page, "fully", "0", "broken_width.safetensors")
     error = page.evaluate("app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler')"

@@ -65,7 +65,7 @@ BATCH = [
     ("full-9", sd1(JANE, "a painting of a dog in the style of <jane|9|>")),  # Fully N-1 == Fixed N-1
     ("semi-3", sd1(JANE, "a painting of a dog in the style of <jane(3)>")),
     ("semi-3", sd1(JANE, "a painting of a dog in the style of <jane>", mode="semi", resolution="3")),
-    ("semi-3", sd1(JANE, "a painting of a dog in the style of <jane(0.35)>")),  # τ=0.35: zero below t=350, not 400
+    ("semi-3", sd1(JANE, "a painting of a dog in the style of <jane(0.35)>")),  # tau=0.35: zero below t=350, not 400
     ("fixed-3", sd1(JANE, "a painting of a dog in the style of <jane|3|>")),
     ("fixed-3", sd1(JANE, "a painting of a dog in the style of <jane|0.35|>")),  # e(0.35) = e_3
     ("fixed-3", sd1(JANE, "a painting of a dog in the style of <jane>", mode="fixed", resolution="3")),

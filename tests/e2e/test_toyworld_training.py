@@ -6,7 +6,7 @@ The tag is `<S[0]>`, every bucket its own embedding. `<S|0|>` is not a fair prob
 embedding, trained only on the last tenth of the noise levels, carries almost none of the coarse look
 (measured in the README, "Training a concept on it"). The attribute reader (toyworld/reader.py) reads the
 saved pictures. Measured over three training seeds at 120 steps: the init word matches 12 % of the coarse
-attributes, the trained tag 69 … 91 %.
+attributes, the trained tag 69 ... 91 %.
 """
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def test_cancel_through_the_api_leaves_a_checkpoint(server, client, tiny_checkpo
     kinds = [kind for kind, _ in result.history["status"]["messages"]]
     assert "execution_interrupted" in kinds, kinds
     assert time.monotonic() - cancelled_at < 20
-    steps = [read_checkpoint(p).step for p in folder.rglob("*.safetensors")]  # the run's own run-… folder
+    steps = [read_checkpoint(p).step for p in folder.rglob("*.safetensors")]  # the run's own run-... folder
     assert max(steps) >= 2 and max(steps) < 100000
     assert not (server.base / "models" / "multires_embeddings" / "api_cancel.safetensors").exists()
 

@@ -20,7 +20,7 @@ PICTURE = "trainer_bad_input.png"
 
 
 def graph(name: str, image: dict | None = None, **inputs) -> dict:
-    """tiny SD1 checkpoint + an image source → the trainer; `image` replaces the LoadImage node."""
+    """tiny SD1 checkpoint + an image source -> the trainer; `image` replaces the LoadImage node."""
     image = image or {"class_type": "LoadImage", "inputs": {"image": PICTURE}}
     return graphs.training("tiny_sd1.safetensors", image, name, **{**INPUTS, **inputs})
 
@@ -56,8 +56,8 @@ BAD = [  # (label, graph, texts the error must contain)
     ("absolute name", graph("/abs/x"), ["name", "'/abs/x'"]),
     ("name with NUL", graph("a\x00b"), ["name", "'a\\x00b'"]),
     ("name taken, overwrite off", graph("taken_api"), ["taken_api.safetensors", "exists already", "overwrite"]),
-    # Not among the dropdown's choices, yet ComfyUI 0.3.75 does not check a V3 combo's value against its
-    # options: the node's own containment check refuses these (a host that validates would name them too).
+    # Not among the dropdown's choices: the host refuses these at queue time (nodes/checked_combo.py); the
+    # node's own containment check stays behind it for a host that would let them through.
     ("resume_from checkpoint ../", graph("bad_resume", resume_from="checkpoint: ../../output/escape.safetensors"),
      ["resume_from", "../../output/escape.safetensors"]),
     ("resume_from concept ../", graph("bad_resume", resume_from="concept: ../../output/escape.safetensors"),

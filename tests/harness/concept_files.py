@@ -13,7 +13,7 @@ from .demo_concepts import random_concept
 
 
 def write_reference_folder(folder: Path, table: torch.Tensor, placeholder: str = "S", vocab: int = 10) -> Path:
-    """A reference-repo output folder whose token table ends with `table`'s rows as <S|0|> … <S|N-1|>."""
+    """A reference-repo output folder whose token table ends with `table`'s rows as <S|0|> ... <S|N-1|>."""
     (folder / "text_encoder").mkdir(parents=True, exist_ok=True)
     (folder / "tokenizer").mkdir(parents=True, exist_ok=True)
     full = torch.cat([torch.zeros(vocab, table.shape[1]), table])
@@ -55,7 +55,7 @@ def write_corrupt(path: Path) -> Path:
 
 
 def write_raw_concept(path: Path, table: torch.Tensor, key: str = "clip_l", family: str = "sd1") -> Path:
-    """Our format around any [N, V, W] tensor, bypassing the checks a Concept makes (NaN, absurd N …)."""
+    """Our format around any [N, V, W] tensor, bypassing the checks a Concept makes (NaN, absurd N ...)."""
     from safetensors.torch import save_file
 
     from mrti.concept_file import FORMAT_VERSION

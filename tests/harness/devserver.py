@@ -1,20 +1,51 @@
-"""Start a real ComfyUI with this package, the toy-world model (toyworld/), a demo concept trained on it and a
-folder of toy-world training pictures (scripts/serve.sh).
+"""Start a real ComfyUI with this package, the toy-world model (toyworld/), a demo concept trained on it, a
+folder of toy-world training pictures and a tiny random SDXL-architecture checkpoint (scripts/serve.sh).
 
-The toy-world model is the only checkpoint, so the editor's default graph and the SD1 example workflows
-load it; the tiny random models are for tests and stay out of the demo's model list."""
+The toy-world model comes first in the (sorted) model list, so a new checkpoint loader defaults to it and
+the SD1 example workflows load it. The SDXL example workflow loads `untrained_tiny_sdxl.safetensors`: the
+harness's tiny SDXL test model (seeded random weights, so it draws noise) under a name that says so and
+sorts after the toy world's. The other tiny test models stay out of the demo's model list."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
-from harness import comfy_runtime  # noqa: E402
+from harness import comfy_runtime, tiny_models  # noqa: E402
 from harness.demo_concepts import write_demo_concepts, write_training_images  # noqa: E402
 from harness.server import ComfyServer, prepare_base_directory  # noqa: E402
+
+# The demo's name for the tiny random SDXL model; it sorts after toyworld_sd1.safetensors, which stays the
+# default of a new checkpoint loader.
+DEMO_SDXL_CHECKPOINT = "untrained_tiny_sdxl.safetensors"
+
+
+def tiny_sdxl_checkpoint() -> Path:
+    """The harness's tiny SDXL checkpoint in the cache, built on first use (in this process, through the
+    host's own model code)."""
+    path = comfy_runtime.cache_dir() / "tiny-models" / tiny_models.SDXL_CHECKPOINT
+    if not path.exists():
+        from harness import host
+
+        host.boot(comfy_runtime.cache_dir() / "tiny-models-build")
+        tiny_models.build_checkpoint("sdxl", path)
+    return path
+
+
+def prepare_demo_base(base: Path) -> Path:
+    """Lay out `base` as the demo server has it: the toy-world model, the tiny SDXL model as
+    DEMO_SDXL_CHECKPOINT, the demo concepts and the training pictures. Existing files are left alone."""
+    base = prepare_base_directory(base, {})
+    link = base / "models" / "checkpoints" / DEMO_SDXL_CHECKPOINT
+    if not os.path.lexists(link):
+        link.symlink_to(tiny_sdxl_checkpoint().resolve())
+    write_demo_concepts(base / "models" / "multires_embeddings")
+    write_training_images(base / "input")  # for the train_then_sample workflow
+    return base
 
 
 def _interrupt(signum, frame):
@@ -28,9 +59,7 @@ def main() -> int:
                         help="ComfyUI base directory (models, custom_nodes, input, output)")
     opts = parser.parse_args()
 
-    base = prepare_base_directory(opts.base, {})
-    write_demo_concepts(base / "models" / "multires_embeddings")
-    write_training_images(base / "input")  # for the train_then_sample workflow
+    base = prepare_demo_base(opts.base)
 
     server = ComfyServer(base, port=opts.port)
     server.start()

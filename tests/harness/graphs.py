@@ -18,7 +18,7 @@ def trainer_inputs(**overrides) -> dict:
 
 
 def training(checkpoint: str, image_node: dict, name: str, **inputs) -> dict:
-    """CheckpointLoaderSimple + an image source node → MultiResEmbeddingTrainer."""
+    """CheckpointLoaderSimple + an image source node -> MultiResEmbeddingTrainer."""
     return {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
         "image": image_node,
@@ -31,7 +31,7 @@ def training(checkpoint: str, image_node: dict, name: str, **inputs) -> dict:
 def txt2img(checkpoint: str, positive: str = "a painting of a dog", negative: str = "", *, seed: int = 0,
             steps: int = 4, cfg: float = 5.0, sampler: str = "euler", scheduler: str = "normal",
             denoise: float = 1.0, size: int = 64, prefix: str = "mrti_test") -> dict:
-    """CheckpointLoaderSimple → CLIPTextEncode ×2 → KSampler → VAEDecode → SaveImage."""
+    """CheckpointLoaderSimple -> CLIPTextEncode x2 -> KSampler -> VAEDecode -> SaveImage."""
     return {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": positive}},
@@ -48,7 +48,7 @@ def txt2img(checkpoint: str, positive: str = "a painting of a dog", negative: st
 
 def multires_txt2img(checkpoint: str, concepts: list[tuple[str, str]], text: str, *, mode: str = "fully",
                      resolution: str = "0", interpolate: bool = False, **kwargs) -> dict:
-    """txt2img whose positive prompt comes from MultiResEmbeddingLoader(s) → TimestepConditioningScheduler.
+    """txt2img whose positive prompt comes from MultiResEmbeddingLoader(s) -> TimestepConditioningScheduler.
 
     `concepts` lists (dropdown entry, name) pairs, chained loader to loader."""
     graph = txt2img(checkpoint, **kwargs)
@@ -94,7 +94,7 @@ def resolution_grid(checkpoint: str, concept: tuple[str, str], text: str, modes:
 
 def train_then_sample(checkpoint: str, folder: str, name: str, text: str, modes: str, resolutions: str,
                       *, train_steps: int = 3000, train_resolution: int = 512, **kwargs) -> dict:
-    """A folder of images (stock LoadImageDataSetFromFolder) → MultiResEmbeddingTrainer → a labelled grid of
+    """A folder of images (stock LoadImageDataSetFromFolder) -> MultiResEmbeddingTrainer -> a labelled grid of
     the trained concept in every mode, plus the run's loss and g(t) charts."""
     graph = resolution_grid(checkpoint, ("unused", ""), text, modes, resolutions, **kwargs)
     del graph["load0"]

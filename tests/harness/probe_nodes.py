@@ -52,7 +52,9 @@ class MrtiTestRecordModelCalls:
         return (patched,)
 
 
-NODE_CLASS_MAPPINGS = {"MrtiTestEmptyImageBatch": MrtiTestEmptyImageBatch,
-                       "MrtiTestRecordModelCalls": MrtiTestRecordModelCalls}
-NODE_DISPLAY_NAME_MAPPINGS = {"MrtiTestEmptyImageBatch": "Empty Image Batch (mrti tests only)",
-                              "MrtiTestRecordModelCalls": "Record Model Calls (mrti tests only)"}
+_PROBES = {MrtiTestEmptyImageBatch: "Empty Image Batch (mrti tests only)",
+           MrtiTestRecordModelCalls: "Record Model Calls (mrti tests only)"}
+# Built from the classes rather than written out as literals: ComfyUI-Manager's scanners take node names
+# from mapping literals in any .py file of a repository, and these nodes must never be listed as the pack's.
+NODE_CLASS_MAPPINGS = {probe.__name__: probe for probe in _PROBES}
+NODE_DISPLAY_NAME_MAPPINGS = {probe.__name__: title for probe, title in _PROBES.items()}

@@ -21,14 +21,15 @@ from PIL import Image  # noqa: E402
 
 from harness import comfy_runtime, graphs, host, tiny_models  # noqa: E402
 from harness.browser import Browser, open_comfyui  # noqa: E402
-from harness.demo_concepts import TRAINING_FOLDER, write_demo_concepts, write_training_images  # noqa: E402
+from harness.demo_concepts import TRAINING_FOLDER  # noqa: E402
+from harness.devserver import DEMO_SDXL_CHECKPOINT, prepare_demo_base  # noqa: E402
 from harness.server import TOY_WORLD_CHECKPOINT, ComfyClient, ComfyServer, prepare_base_directory  # noqa: E402
 from toyworld import concepts, world  # noqa: E402
 
 
 
 def numbered(api: dict) -> tuple[dict, dict[str, int]]:
-    """The graph with node ids 1, 2, … (what the frontend expects in a saved workflow)."""
+    """The graph with node ids 1, 2, ... (what the frontend expects in a saved workflow)."""
     ids = {key: i + 1 for i, key in enumerate(api)}
     out = {}
     for key, node in api.items():
@@ -39,14 +40,27 @@ def numbered(api: dict) -> tuple[dict, dict[str, int]]:
 
 
 SCALES = {"train_then_sample": 0.6}  # its trainer node is tall
+NOTE_SIZE = [400, 230]
 
 SD1 = "v1-5-pruned-emaonly-fp16.safetensors"  # what most users have; tests swap in the tiny models
 SDXL = "sd_xl_base_1.0.safetensors"
-TINY = {SD1: "tiny_sd1.safetensors", SDXL: "tiny_sdxl.safetensors"}
 # The SD1 workflows ship on the toy-world model, so they run as shipped on the demo server and show
 # something learned; with a real SD1.5 model, pick it in the loader and use 512 px and your own words.
+# The SDXL one ships on the demo server's tiny random SDXL model (it draws noise), at 512 px to keep a
+# CPU run short; with a real SDXL model, pick it and use 1024 px. Each workflow's note says so.
 TOY = TOY_WORLD_CHECKPOINT.name
+DEMO_SDXL = DEMO_SDXL_CHECKPOINT
+REAL = {TOY: SD1, DEMO_SDXL: SDXL}  # the demo server's checkpoint -> what a real user picks instead
+TINY = {SD1: "tiny_sd1.safetensors", SDXL: "tiny_sdxl.safetensors", DEMO_SDXL: "tiny_sdxl.safetensors"}
 TOY_TRAINING = concepts.TrainingRecipe()
+
+
+def titled(graph: dict, **titles: str) -> dict:
+    """`graph` with node titles (`_meta.title`, which the frontend's API loader applies), so nodes of one
+    type stay apart for clients that address nodes by title."""
+    for key, title in titles.items():
+        graph[key]["_meta"] = {"title": title}
+    return graph
 
 
 def sampling() -> dict:
@@ -55,16 +69,17 @@ def sampling() -> dict:
 
 
 def sampling_sdxl() -> dict:
-    return graphs.multires_txt2img(SDXL, [("demo_xl.safetensors", "demo")],
-                                   "a painting of a dog in the style of <demo(3)>", steps=20, size=1024,
+    return graphs.multires_txt2img(DEMO_SDXL, [("demo_xl.safetensors", "demo")],
+                                   "a painting of a dog in the style of <demo(3)>", steps=20, size=512,
                                    prefix="multires_xl")
 
 
 def two_concepts() -> dict:
     """The paper's Figure 2: one concept's coarse structure, another's fine detail."""
-    return graphs.multires_txt2img(TOY, [("demo.safetensors", "layout"), ("demo.safetensors", "texture")],
-                                   "a photo of <layout(5)> with <texture|0|>", steps=20, size=world.SIZE,
-                                   prefix="multires_two")
+    graph = graphs.multires_txt2img(TOY, [("demo.safetensors", "layout"), ("demo.safetensors", "texture")],
+                                    "a photo of <layout(5)> with <texture|0|>", steps=20, size=world.SIZE,
+                                    prefix="multires_two")
+    return titled(graph, load0="Load concept: layout", load1="Load concept: texture")
 
 
 def resolution_grid() -> dict:
@@ -82,12 +97,40 @@ def train_then_sample() -> dict:
     recipe = TOY_TRAINING.inputs("my_concept")
     graph["train"]["inputs"].update({k: recipe[k] for k in (
         "init_word", "steps", "learning_rate", "scale_lr", "resolution", "gradient_accumulation")}, save_every=50)
-    return graph
+    return titled(graph, loss="Preview: loss", g_t="Preview: g(t)")
 
 
 WORKFLOWS = {"multires_sampling": sampling, "multires_sampling_sdxl": sampling_sdxl,
              "two_concepts": two_concepts, "resolution_grid": resolution_grid,
              "train_then_sample": train_then_sample}
+
+
+def note(api: dict) -> str:
+    """The text of a workflow's Note: the model it loads on the demo server, what a real user picks
+    instead, and where its concept file (or training pictures) come from."""
+    checkpoint = next(n["inputs"]["ckpt_name"] for n in api.values() if n["class_type"] == "CheckpointLoaderSimple")
+    if checkpoint == TOY:
+        lines = [(f"On the demo server (scripts/serve.sh) this loads {TOY}, the pack's small toy-world model "
+                  f"({world.SIZE} px pictures)."),
+                 (f"With your own SD1.5 model, pick it instead (e.g. {REAL[TOY]}), set 512 px and use your own "
+                  "words.")]
+    else:
+        lines = [(f"On the demo server (scripts/serve.sh) this loads {checkpoint}, a tiny SDXL-architecture model "
+                  "with random weights: it draws noise and only shows that the graph runs."),
+                 f"With your own SDXL model, pick it instead (e.g. {REAL[checkpoint]}) and set 1024 px."]
+    loaders = [n["inputs"]["concept"] for n in api.values() if n["class_type"] == "MultiResEmbeddingLoader"]
+    trainer = next((n["inputs"] for n in api.values() if n["class_type"] == "MultiResEmbeddingTrainer"), None)
+    if loaders:
+        lines.append(f"The concept file {' and '.join(sorted(set(loaders)))} is written into "
+                     "models/multires_embeddings by the demo server; "
+                     + ("pick a concept you trained instead." if len(loaders) == 1 else
+                        "pick concepts you trained in the loaders instead."))
+    if trainer:
+        lines.append(f"The training pictures in input/{TRAINING_FOLDER} are written by the demo server; "
+                     "put your own pictures of your concept there. The toy settings "
+                     f"({trainer['steps']} steps at {trainer['resolution']} px) suit the toy model; for a real one "
+                     "use the trainer's defaults (3000 steps at 512 px).")
+    return "\n\n".join(lines)
 
 
 def columns(api: dict) -> list[list[str]]:
@@ -110,12 +153,21 @@ def columns(api: dict) -> list[list[str]]:
 
 def build(browser: Browser, url: str, name: str, out_dir: Path, picture: Path | None = None) -> Path:
     api = WORKFLOWS[name]()
+    # The stock frontend-only Note node, last so the other nodes keep their ids; placed top left.
+    api["note"] = {"class_type": "Note", "inputs": {"text": note(api)}}
     numbered_api, ids = numbered(api)
     open_comfyui(browser, url)
+    # The frontend restores the last session's tabs a moment after the graph is ready; load after that, or
+    # the restored tab ends up in front of this workflow in the thumbnail.
+    browser.wait_for("!!app.extensionManager?.workflow?.activeWorkflow")
+    time.sleep(0.5)
     browser.evaluate(f"app.loadApiJson({json.dumps(numbered_api)}, {json.dumps(name)})")
+    browser.wait_for(f"app.extensionManager.workflow.activeWorkflow?.filename === {json.dumps(name)}")
     layout = [[ids[key] for key in column] for column in columns(api)]
+    layout[0].sort(key=lambda node_id: node_id != ids["note"])
     scale = SCALES.get(name, 0.8)
     browser.evaluate(f"""(() => {{
+        app.graph.getNodeById({ids["note"]}).size = {json.dumps(NOTE_SIZE)};
         let x = 0;
         for (const column of {json.dumps(layout)}) {{
             let y = 0, widest = 0;
@@ -173,8 +225,7 @@ def main(names: list[str]) -> None:
     prepare_base_directory(base, checkpoints)
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}))
-    write_demo_concepts(base / "models" / "multires_embeddings")
-    write_training_images(base / "input")
+    prepare_demo_base(base)  # the demo server's models, concepts and training pictures
     with ComfyServer(base) as server, Browser(width=1560, height=860) as browser:
         for name in names or known:
             if name == "charts":

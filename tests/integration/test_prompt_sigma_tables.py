@@ -2,7 +2,7 @@
 model call exactly one of the prompt node's conditioning entries is active, and it holds the states for
 the timestep the model itself computes from that call's sigma.
 
-Two tiers: every span edge of many concepts (N = 1 … 100) probed through the host's conditioning
+Two tiers: every span edge of many concepts (N = 1 ... 100) probed through the host's conditioning
 activation (`convert_cond`, `calculate_start_end_timesteps`, `get_area_and_mult`), and real sampling runs
 (stock KSampler, every sampler and scheduler, steps, denoise) on a model whose UNet call is replaced by a
 recorder, so hundreds of runs take seconds. The entries carry marker contexts in place of CLIP encodings;

@@ -65,7 +65,7 @@ def all_runs(host, name: str) -> Path:
 
 
 def listing(folder: Path) -> list[str]:
-    """The checkpoint files of every run of a name (each run writes to its own run-… folder)."""
+    """The checkpoint files of every run of a name (each run writes to its own run-... folder)."""
     return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 

@@ -372,7 +372,7 @@ def test_error_messages_are_capped_and_free_of_terminal_codes():
     error = MrtiError("\x1b[31mred\x1b[0m " + "x" * 10 * MAX_MESSAGE_LENGTH)
     assert str(error).startswith("red x") and "\x1b" not in str(error)
     assert len(str(error)) < MAX_MESSAGE_LENGTH + 100 and "characters cut" in str(error)
-    assert shown("abc") == "'abc'" and shown("a" * 500, 20).endswith("… (500 characters)")
+    assert shown("abc") == "'abc'" and shown("a" * 500, 20).endswith("... (500 characters)")
 
 
 def test_inspect_checks_what_load_checks_without_reading_vectors(tmp_path):

@@ -64,7 +64,7 @@ VALID = [
     ("<>", ("<>",)),
     ("<(3)>", ("<(3)>",)),
     ("tail <jane>>", ("tail ", tag("<jane>", 5, "jane", None, None), ">")),
-    ("é <jane> ü", ("é ", tag("<jane>", 2, "jane", None, None), " ü")),
+    ("\u00e9 <jane> \u00fc", ("\u00e9 ", tag("<jane>", 2, "jane", None, None), " \u00fc")),
 ]
 
 

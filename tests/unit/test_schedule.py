@@ -16,7 +16,6 @@ from mrti.schedule import (
     distinct_states,
     embedding_for_time,
     materialize,
-    span_for_timestep,
     state_at,
     state_spans,
 )
@@ -224,7 +223,6 @@ def test_state_spans_partition(prompt, interpolate):
     for span in spans:
         assert span.t_min <= span.t_max
         assert all(truth[t] == span.states for t in range(span.t_min, span.t_max + 1))
-        assert span_for_timestep(spans, span.t_min) is span and span_for_timestep(spans, span.t_max) is span
     distinct = distinct_states(spans)
     assert len(distinct) == len(set(truth))
     assert len(distinct) == len(set(distinct))
@@ -247,12 +245,6 @@ def test_distinct_states_keeps_first_seen_order():
     spans = state_spans(tags)
     doubled = spans + spans
     assert distinct_states(doubled) == tuple(span.states for span in spans)
-
-
-def test_span_for_timestep_clips():
-    spans = state_spans(resolve_tags(parse_prompt("<a[0]>"), {"a": 2}, Mode.SEMI, BucketIndex(0)))
-    assert span_for_timestep(spans, 5000).states == (E(1),)
-    assert span_for_timestep(spans, -1).states == (E(0),)
 
 
 def test_materialize():
