@@ -1,0 +1,65 @@
+"""The export node through a real server: a concept exported as ordinary textual-inversion files, then a
+stock CLIPTextEncode with `embedding:<name>_s<i>` samples the same image, pixel for pixel, as the pack's
+Fixed tag `<name|i|>` in the same prompt (SD1 and SDXL tiny models)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness import graphs
+from harness.demo_concepts import random_concept
+from mrti.concept import ModelFamily
+from mrti.concept_file import save_concept
+
+CASES = {"sd1": ("tiny_sd1.safetensors", ModelFamily.SD1), "sdxl": ("tiny_sdxl.safetensors", ModelFamily.SDXL)}
+PROMPT = "a painting of a dog in the style of {}"
+
+
+def pixels(client, result) -> np.ndarray:
+    assert result.ok, result.error_message()
+    (image,) = result.images()
+    return np.asarray(Image.open(io.BytesIO(client.image(image))))
+
+
+def export(client, entry: str, overwrite: bool):
+    return client.run({
+        "load": {"class_type": "MultiResEmbeddingLoader", "inputs": {"concept": entry, "name": ""}},
+        "export": {"class_type": "MultiResEmbeddingExport",
+                   "inputs": {"concepts": ["load", 0], "concept_name": "", "overwrite": overwrite}},
+    })
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_exported_scale_samples_like_the_fixed_tag(server, client, kind):
+    checkpoint, family = CASES[kind]
+    name = f"exported_{kind}"
+    save_concept(random_concept(name, family, 5, seed=41, scale=0.5),
+                 server.base / "models" / "multires_embeddings" / f"{name}.safetensors", overwrite=True)
+    result = export(client, f"{name}.safetensors", overwrite=True)
+    assert result.ok, result.error_message()
+    assert sorted(p.name for p in (server.base / "models" / "embeddings").glob(f"{name}_s*.safetensors")) == [
+        f"{name}_s{i}.safetensors" for i in range(5)]
+    images = {}
+    for i in (0, 3):
+        ours = pixels(client, client.run(graphs.multires_txt2img(
+            checkpoint, [(f"{name}.safetensors", "")], PROMPT.format(f"<{name}|{i}|>"), seed=5, steps=4)))
+        stock = pixels(client, client.run(graphs.txt2img(
+            checkpoint, PROMPT.format(f"embedding:{name}_s{i}"), seed=5, steps=4)))
+        assert np.array_equal(ours, stock), f"scale {i}: the exported file samples differently"
+        images[i] = stock
+    assert not np.array_equal(images[0], images[3]), "the two scales gave the same picture: nothing was tested"
+
+
+def test_export_refuses_to_replace_files_without_overwrite(server, client):
+    name = "exported_twice"
+    save_concept(random_concept(name, ModelFamily.SD1, 3, seed=42),
+                 server.base / "models" / "multires_embeddings" / f"{name}.safetensors", overwrite=True)
+    assert export(client, f"{name}.safetensors", overwrite=True).ok
+    target = server.base / "models" / "embeddings" / f"{name}_s0.safetensors"
+    before = target.read_bytes()
+    refused = export(client, f"{name}.safetensors", overwrite=False)
+    assert not refused.ok and f"{name}_s0.safetensors" in refused.error_message()
+    assert target.read_bytes() == before
