@@ -93,21 +93,20 @@ def _plain(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.contiguous().clone()
 
 
-def scale_tensors(concept: Concept, index: int) -> dict[str, torch.Tensor]:
-    """The tensors of the file for scale ``index``: ``{"emb_params": [V, W]}`` or SDXL's two keys."""
-    family = export_family(concept)
+def scale_file(concept: Concept, index: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (``{"emb_params": [V, W]}`` or SDXL's two keys) and the header metadata (strings, as
+    safetensors keeps them) of the file for scale ``index``."""
     _check_index(concept, index)
+    return _scale_file(concept, index, export_family(concept))
+
+
+def _scale_file(concept: Concept, index: int, family: ModelFamily) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if family is ModelFamily.SDXL:
-        return {key: _plain(concept.embeddings[key][index]) for key in ("clip_l", "clip_g")}
-    (tensor,) = concept.embeddings.values()
-    return {SINGLE_KEY: _plain(tensor[index])}
-
-
-def scale_metadata(concept: Concept, index: int) -> dict[str, str]:
-    """The header metadata of the file for scale ``index`` (safetensors metadata values are strings)."""
-    family = export_family(concept)
-    _check_index(concept, index)
-    return {
+        tensors = {key: _plain(concept.embeddings[key][index]) for key in ("clip_l", "clip_g")}
+    else:
+        (tensor,) = concept.embeddings.values()
+        tensors = {SINGLE_KEY: _plain(tensor[index])}
+    metadata = {
         KEY_FORMAT_VERSION: str(FORMAT_VERSION),
         KEY_SOURCE_CONCEPT: concept.name,
         KEY_SCALE: str(index),
@@ -115,10 +114,7 @@ def scale_metadata(concept: Concept, index: int) -> dict[str, str]:
         KEY_FAMILY: family.value,
         KEY_VECTORS: str(concept.vectors_per_token),
     }
-
-
-def scale_file_bytes(concept: Concept, index: int) -> bytes:
-    return _serialize(scale_tensors(concept, index), metadata=scale_metadata(concept, index))
+    return tensors, metadata
 
 
 def pick_concept(concepts: Mapping[str, Concept] | ConceptSet, name: str) -> Concept:
@@ -145,8 +141,6 @@ class ExportedScale:
 
 def planned_files(concept: Concept, folder: PathArg) -> list[ExportedScale]:
     """Where each scale of ``concept`` would be written in ``folder``, and its prompt word."""
-    validate_concept_name(concept.name)
-    export_family(concept)
     root = Path(folder)
     return [ExportedScale(i, root / export_file_name(concept.name, i), embedding_word(concept.name, i))
             for i in range(concept.num_scales)]
@@ -157,6 +151,7 @@ def export_concept(concept: Concept, folder: PathArg, *, overwrite: bool = False
 
     Every target is checked before anything is written: without ``overwrite`` an existing file (or
     anything else of that name) refuses the whole export, naming it; with it, only a folder does."""
+    family = export_family(concept)
     plan = planned_files(concept, folder)
     for item in plan:
         target = item.path
@@ -165,7 +160,10 @@ def export_concept(concept: Concept, folder: PathArg, *, overwrite: bool = False
         if not overwrite and (target.exists() or target.is_symlink()):
             raise ConceptFileExistsError(target, "file already exists; nothing was exported (switch on "
                                                  "overwrite to replace the exported set)")
-    blobs = [scale_file_bytes(concept, item.index) for item in plan]  # any refusal before the first write
+    blobs = []
+    for item in plan:  # every file serialised before the first one is written
+        tensors, metadata = _scale_file(concept, item.index, family)
+        blobs.append(_serialize(tensors, metadata=metadata))
     for item, data in zip(plan, blobs):
         atomic_write_bytes(item.path, data, overwrite=overwrite)
     logger.info("exported concept %r as %d textual-inversion files in %s", concept.name, len(plan), folder)

@@ -25,15 +25,13 @@ DEMO_SDXL_CHECKPOINT = "untrained_tiny_sdxl.safetensors"
 
 
 def tiny_sdxl_checkpoint() -> Path:
-    """The harness's tiny SDXL checkpoint in the cache, built on first use (in this process, through the
-    host's own model code)."""
-    path = comfy_runtime.cache_dir() / "tiny-models" / tiny_models.SDXL_CHECKPOINT
-    if not path.exists():
+    """The harness's tiny SDXL checkpoint in the tests' cache, built there on first use."""
+    folder = comfy_runtime.cache_dir() / "tiny-models"
+    if not (folder / tiny_models.SDXL_CHECKPOINT).exists():
         from harness import host
 
-        host.boot(comfy_runtime.cache_dir() / "tiny-models-build")
-        tiny_models.build_checkpoint("sdxl", path)
-    return path
+        host.boot(comfy_runtime.cache_dir() / "tiny-models-build")  # building uses the host's model code
+    return tiny_models.ensure_checkpoints(folder)["sdxl"]
 
 
 def prepare_demo_base(base: Path) -> Path:

@@ -100,9 +100,9 @@ def test_names_and_words():
 def test_scale_index_is_checked():
     concept = make_concept(num_scales=3)
     with pytest.raises(MrtiError, match="outside 0 to 2"):
-        ti_export.scale_tensors(concept, 3)
+        ti_export.scale_file(concept, 3)
     with pytest.raises(MrtiError, match="outside 0 to 2"):
-        ti_export.scale_metadata(concept, True)
+        ti_export.scale_file(concept, True)
 
 
 def test_unknown_layout_is_refused_before_writing(tmp_path):
