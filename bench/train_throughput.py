@@ -144,7 +144,7 @@ def trainer_loop(package, model, clip, vae, pixels, opts, total_steps: int) -> l
     config = package.mrti.training.config.TrainingConfig(
         name="bench", init_word="dog", templates=(TEMPLATE,), num_scales=opts.num_scales, steps=total_steps,
         batch_size=opts.batch, gradient_accumulation=1, learning_rate=5e-4, scale_lr=False, seed=0, save_every=0,
-        resolution=opts.size, precision=opts.precision)
+        image_size=opts.size, precision=opts.precision)
     result = package.nodes.train_run.run_training(model, clip, vae, pixels, config, overwrite=True)
     return result.step_seconds
 

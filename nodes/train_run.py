@@ -159,7 +159,7 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
          node_id: str | None) -> TrainResult:
     config.validate()
     check_trainable(model)  # before any image is prepared or model loaded
-    pixels = prepare_images(images, config.resolution, config.crop)
+    pixels = prepare_images(images, config.image_size, config.crop)
     if clip is None:
         raise MrtiError("clip: no text encoder given (does the checkpoint contain one?)")
     widths = encoder_widths(clip)
@@ -176,7 +176,7 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
     # Before the VAE encodes and the model loads: the user can cancel and change the settings.
     for advice in (coverage_warning(config.timestep_sampling, config.num_scales, config.t_min, config.t_max,
                                     config.init_word),
-                   upscale_warning(images, config.resolution)):
+                   upscale_warning(images, config.image_size)):
         if advice:
             reporter.warn(advice)
     prompts = PromptTokens(clip, config.templates, config.vectors_per_token)
@@ -200,7 +200,7 @@ def _run(model, clip, vae, images, config: TrainingConfig, resume: str, overwrit
     mm.load_models_gpu([patcher, clip.patcher], force_full_load=True)
     make_autograd_safe(patcher.model)
     make_autograd_safe(clip.cond_stage_model)
-    objective = HostObjective(patcher, clip, latents, prompts, config.resolution)
+    objective = HostObjective(patcher, clip, latents, prompts, config.image_size)
     hooks = LoopHooks(check_interrupt=mm.throw_exception_if_processing_interrupted, on_step=reporter,
                       on_checkpoint=checkpoint)
     loop = TrainingLoop(config, state, objective, len(latents), len(config.templates), hooks)

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..mrti.concept import ConceptSet
 from ..mrti.errors import MrtiError
 from ..mrti.training.config import CROPS, LR_SCHEDULES, PRECISIONS, TIMESTEP_SAMPLING, TrainingConfig
-from ..mrti.training.templates import TEMPLATE_KINDS, templates_for
+from ..mrti.training.templates import TEMPLATE_KINDS
 from . import train_files
 from .checked_combo import CheckedCombo
 from .concept_type import MultiResConcepts
@@ -23,7 +23,7 @@ def _inputs() -> list:
                                       "concept's vectors only."),
         io.Vae.Input("vae", tooltip="Encodes the training images into latents once, before training."),
         io.Image.Input("images", tooltip="The training images (a batch; 3-5 views of the concept is typical). "
-                                         "Any size: they are brought to 'resolution' as 'crop' says."),
+                                         "Any size: they are brought to 'image_size' as 'crop' says."),
         io.String.Input("name", default="my_concept",
                         tooltip="The concept's name, used in prompts as <name> and as the file name in "
                                 "models/multires_embeddings."),
@@ -82,16 +82,22 @@ def _inputs() -> list:
         io.Boolean.Input("gradient_checkpointing", default=False,
                          tooltip="Recompute UNet activations during the backward pass: much less memory, "
                                  "about a third slower."),
-        io.Int.Input("resolution", default=512, min=64, max=4096, step=8,
-                     tooltip="Training images are brought to this square size in pixels."),
+        io.Int.Input("image_size", default=512, min=64, max=4096, step=8,
+                     tooltip="Training images are brought to this square size in pixels (512 for SD1.x, "
+                             "768 for SD2.x-v, 1024 for SDXL)."),
         CheckedCombo("crop", options=list(CROPS), default="center crop",
-                       tooltip="center crop: scale the short side to resolution and cut the middle; "
+                       tooltip="center crop: scale the short side to image_size and cut the middle; "
                                "stretch: scale both sides (distorts non-square images)."),
         io.Boolean.Input("overwrite", default=False,
                          tooltip="Replace an existing concept file of the same name. Off: refuse before training."),
         MultiResConcepts.Input("concepts", optional=True,
                                tooltip="Concepts to pass on together with the trained one."),
     ]
+
+
+# Inputs that are not training settings; every other input (but `images` and `concepts`) is the
+# TrainingConfig field of its name.
+RUN_INPUTS = ("model", "clip", "vae", "resume_from", "overwrite")
 
 
 class MultiResEmbeddingTrainer(io.ComfyNode):
@@ -119,21 +125,16 @@ class MultiResEmbeddingTrainer(io.ComfyNode):
     def execute(cls, images: list, concepts: list | None = None, **lists) -> io.NodeOutput:
         # Inputs arrive as lists (is_input_list) so that a dataset loader's image list trains one concept
         # in one run instead of one run per image; every other input must hold a single value.
-        settings = {key: _single(key, values) for key, values in lists.items()}
-        model, clip, vae = settings.pop("model"), settings.pop("clip"), settings.pop("vae")
-        resume_from, overwrite = settings.pop("resume_from"), settings.pop("overwrite")
-        templates = settings.pop("templates")
-        config = TrainingConfig(
-            name=settings.pop("name").strip(), init_word=settings.pop("init_word").strip(),
-            templates=templates_for(templates, settings.pop("custom_templates")), template_kind=templates,
-            **settings).validate()
+        values = {key: _single(key, value) for key, value in lists.items()}
+        run = {key: values.pop(key) for key in RUN_INPUTS}
+        config = TrainingConfig.from_inputs(values)  # every other input is a setting; run_training validates
         base = (_single("concepts", concepts) if concepts else None) or ConceptSet.empty()
         if config.name in base:
             raise MrtiError(f"name: a concept named {config.name!r} is already among the incoming concepts")
         hidden = getattr(cls, "hidden", None)
         node_id = getattr(hidden, "unique_id", None) if hidden is not None else None
-        result = run_training(model, clip, vae, images, config, resume=resume_from, overwrite=overwrite,
-                              node_id=node_id)
+        result = run_training(run["model"], run["clip"], run["vae"], images, config, resume=run["resume_from"],
+                              overwrite=run["overwrite"], node_id=node_id)
         return io.NodeOutput(base.with_concept(result.concept), result.loss_image, result.gradient_image)
 
 

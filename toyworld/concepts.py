@@ -71,7 +71,7 @@ class TrainingRecipe:
                     custom_templates="a photo of {}", timestep_sampling=self.timestep_sampling,
                     t_min=self.t_min, t_max=self.t_max, adaptive_floor=self.adaptive_floor, seed=self.seed,
                     save_every=self.save_every,
-                    resume_from="none", precision="fp32", gradient_checkpointing=False, resolution=world.SIZE,
+                    resume_from="none", precision="fp32", gradient_checkpointing=False, image_size=world.SIZE,
                     crop="center crop", overwrite=True)
 
 

@@ -6,22 +6,31 @@ written, so a bad setting costs the user nothing.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 
 from ..concept import TrainingValue, validate_concept_name
 from ..errors import MrtiError
 from ..schedule import NUM_TIMESTEPS
-from .templates import PLACEHOLDER
+from .templates import PLACEHOLDER, templates_for
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 TIMESTEP_SAMPLING = ("uniform", "interval", "adaptive")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = ("center crop", "stretch")
 
+# Settings stored by earlier versions under another name (checkpoints, concepts' training metadata).
+RENAMED_SETTINGS = {"resolution": "image_size"}
+
+def current_names(settings: dict) -> dict:
+    """``settings`` with the names they have now."""
+    return {RENAMED_SETTINGS.get(key, key): value for key, value in settings.items()}
+
+
 # Settings that shape the trajectory: a resumed run must agree on them, or it is a different run.
 TRAJECTORY_KEYS = ("num_scales", "vectors_per_token", "batch_size", "gradient_accumulation", "learning_rate",
                    "scale_lr", "lr_schedule", "warmup_steps", "templates", "timestep_sampling", "t_min",
-                   "t_max", "adaptive_floor", "seed", "precision", "resolution", "crop", "weight_decay",
+                   "t_max", "adaptive_floor", "seed", "precision", "image_size", "crop", "weight_decay",
                    "init_word")
 
 
@@ -48,10 +57,26 @@ class TrainingConfig:
     save_every: int = 500
     precision: str = "fp32"
     gradient_checkpointing: bool = False
-    resolution: int = 512
+    image_size: int = 512  # pixels; the square the training images are brought to
     crop: str = "center crop"
     # Textual Inversion's AdamW decay, applied here only to the concept's own vectors.
     weight_decay: float = 0.01
+
+    @classmethod
+    def from_inputs(cls, inputs: Mapping[str, object]) -> TrainingConfig:
+        """The settings from the trainer node's inputs, each the field of its name, except that the node's
+        `templates` names a kind of sentences (`custom_templates` holds the sentences of 'custom'). An input
+        that is no field is refused, so a new node input cannot be dropped on the way."""
+        values = dict(inputs)
+        kind = values.pop("templates")
+        sentences = templates_for(kind, values.pop("custom_templates", ""))
+        unknown = sorted(set(values) - {field.name for field in fields(cls)})
+        if unknown:
+            raise MrtiError(f"not training settings: {', '.join(unknown)}")
+        for key in ("name", "init_word"):  # what a user types, less stray spaces
+            if isinstance(values.get(key), str):
+                values[key] = values[key].strip()
+        return cls(templates=sentences, template_kind=kind, **values)
 
     def validate(self) -> TrainingConfig:
         validate_name(self.name)
@@ -66,9 +91,9 @@ class TrainingConfig:
         _int_range("gradient_accumulation", self.gradient_accumulation, 1, 4096)
         _int_range("warmup_steps", self.warmup_steps, 0, 10_000_000)
         _int_range("save_every", self.save_every, 0, 10_000_000)
-        _int_range("resolution", self.resolution, 8, 16384)
-        if self.resolution % 8:
-            raise MrtiError(f"resolution {self.resolution} must be a multiple of 8 (the VAE's downscale)")
+        _int_range("image_size", self.image_size, 8, 16384)
+        if self.image_size % 8:
+            raise MrtiError(f"image_size {self.image_size} must be a multiple of 8 (the VAE's downscale)")
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
                 and self.learning_rate >= 0):
             raise MrtiError(f"learning_rate {self.learning_rate!r} must be a finite number >= 0")

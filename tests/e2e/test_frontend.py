@@ -59,7 +59,7 @@ def test_workflow_loads_and_runs(server, client, page, path):
             if (w.name === 'ckpt_name' && tiny[w.value]) w.value = tiny[w.value];
             if ((w.name === 'width' || w.name === 'height') && node.type === 'EmptyLatentImage') w.value = 64;
             if (w.name === 'steps') w.value = 3;
-            if (w.name === 'resolution' && node.type === 'MultiResEmbeddingTrainer') w.value = 64;
+            if (w.name === 'image_size' && node.type === 'MultiResEmbeddingTrainer') w.value = 64;
         }}
     }})()""")
     before = set(client.get("/history"))
@@ -208,7 +208,7 @@ def test_trainer_draws_its_loss_curve_while_training(server, client, page):
             if (w.name === 'ckpt_name' && tiny[w.value]) w.value = tiny[w.value];
         const node = app.graph._nodes.find(n => n.comfyClass === 'MultiResEmbeddingTrainer');
         const set = (name, value) => {{ node.widgets.find(w => w.name === name).value = value; }};
-        set('name', 'curve_run'); set('steps', 100000); set('resolution', 64); set('save_every', 0);
+        set('name', 'curve_run'); set('steps', 100000); set('image_size', 64); set('save_every', 0);
         set('gradient_accumulation', 4); set('learning_rate', 0.01);
         app.canvas.ds.scale = 1; app.canvas.draw(true, true);
         const curve = node.widgets.find(w => w.name === 'mrti_training_curve');

@@ -2,7 +2,7 @@
 matrix in test_sampling_api.py: each row must fail with a message naming the culprit, write nothing into
 the models or output folders, and leave the server serving a good training run queued right after it.
 
-A 1x1-pixel image is not bad input: it is upscaled to `resolution` like any small picture, and trains.
+A 1x1-pixel image is not bad input: it is upscaled to `image_size` like any small picture, and trains.
 """
 from __future__ import annotations
 
@@ -92,4 +92,4 @@ def test_one_pixel_image_is_upscaled_and_trains(server, client, prepared):
     assert result.ok, result.error_message()
     concept = load_concept(prepared / "models" / "multires_embeddings" / "one_pixel.safetensors")
     assert concept.info.training["num_images"] == 1 and concept.info.training["steps_done"] == 2
-    assert concept.info.training["resolution"] == 64
+    assert concept.info.training["image_size"] == 64

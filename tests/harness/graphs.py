@@ -7,7 +7,7 @@ SMALL_TRAINING = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=
                       gradient_accumulation=1, learning_rate=0.05, scale_lr=False, lr_schedule="constant",
                       warmup_steps=0, templates="object", custom_templates="a photo of {}",
                       timestep_sampling="uniform", t_min=0, t_max=999, adaptive_floor=0.25, seed=0, save_every=0,
-                      resume_from="none", precision="fp32", gradient_checkpointing=False, resolution=64,
+                      resume_from="none", precision="fp32", gradient_checkpointing=False, image_size=64,
                       crop="center crop", overwrite=False)
 
 
@@ -93,7 +93,7 @@ def resolution_grid(checkpoint: str, concept: tuple[str, str], text: str, modes:
 
 
 def train_then_sample(checkpoint: str, folder: str, name: str, text: str, modes: str, resolutions: str,
-                      *, train_steps: int = 3000, train_resolution: int = 512, **kwargs) -> dict:
+                      *, train_steps: int = 3000, train_size: int = 512, **kwargs) -> dict:
     """A folder of images (stock LoadImageDataSetFromFolder) -> MultiResEmbeddingTrainer -> a labelled grid of
     the trained concept in every mode, plus the run's loss and g(t) charts."""
     graph = resolution_grid(checkpoint, ("unused", ""), text, modes, resolutions, **kwargs)
@@ -103,7 +103,7 @@ def train_then_sample(checkpoint: str, folder: str, name: str, text: str, modes:
     graph["train"] = {"class_type": "MultiResEmbeddingTrainer", "inputs": {
         "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "images": ["images", 0], **trainer_inputs(
             name=name, init_word="object", num_scales=10, steps=train_steps, gradient_accumulation=4,
-            learning_rate=0.0005, scale_lr=True, save_every=500, resolution=train_resolution)}}
+            learning_rate=0.0005, scale_lr=True, save_every=500, image_size=train_size)}}
     graph["pos"]["inputs"]["concepts"] = ["train", 0]
     graph["loss"] = {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}}
     graph["g_t"] = {"class_type": "PreviewImage", "inputs": {"images": ["train", 2]}}

@@ -96,7 +96,7 @@ def train_then_sample() -> dict:
                                      prefix="multires_trained")
     recipe = TOY_TRAINING.inputs("my_concept")
     graph["train"]["inputs"].update({k: recipe[k] for k in (
-        "init_word", "steps", "learning_rate", "scale_lr", "resolution", "gradient_accumulation")}, save_every=50)
+        "init_word", "steps", "learning_rate", "scale_lr", "image_size", "gradient_accumulation")}, save_every=50)
     return titled(graph, loss="Preview: loss", g_t="Preview: g(t)")
 
 
@@ -128,7 +128,7 @@ def note(api: dict) -> str:
     if trainer:
         lines.append(f"The training pictures in input/{TRAINING_FOLDER} are written by the demo server; "
                      "put your own pictures of your concept there. The toy settings "
-                     f"({trainer['steps']} steps at {trainer['resolution']} px) suit the toy model; for a real one "
+                     f"({trainer['steps']} steps at {trainer['image_size']} px) suit the toy model; for a real one "
                      "use the trainer's defaults (3000 steps at 512 px).")
     return "\n\n".join(lines)
 

@@ -59,6 +59,18 @@ def models(hostmods, tiny_checkpoints):
     return out
 
 
+def test_every_trainer_input_is_a_setting_or_named_as_a_run_input(hostmods):
+    import dataclasses
+
+    schema = hostmods["trainer"].define_schema()
+    node = __import__(hostmods["trainer"].__module__, fromlist=["RUN_INPUTS"])
+    settings = {field.name for field in dataclasses.fields(hostmods["config"].TrainingConfig)}
+    elsewhere = set(node.RUN_INPUTS) | {"images", "concepts", "custom_templates"}
+    inputs = {item.id for item in schema.inputs}
+    assert inputs - settings <= elsewhere, inputs - settings - elsewhere
+    assert set(node.RUN_INPUTS) <= inputs and "image_size" in inputs and "resolution" not in inputs
+
+
 def execute(hostmods, model, clip, vae, images, **inputs):
     values = {**NODE_DEFAULTS, **inputs}
     with torch.inference_mode():
@@ -69,7 +81,7 @@ def run(hostmods, model, clip, vae, images, *, resume="none", overwrite=True, **
     config = hostmods["config"].TrainingConfig(
         **{"init_word": "dog", "templates": hostmods["templates"].OBJECT_TEMPLATES, "num_scales": 5, "steps": 3,
            "batch_size": 2, "gradient_accumulation": 1, "learning_rate": 0.05, "scale_lr": False, "seed": 0,
-           "save_every": 0, "resolution": 64, **settings})
+           "save_every": 0, "image_size": 64, **settings})
     with torch.inference_mode():
         return hostmods["run"].run_training(model, clip, vae, images, config, resume=resume, overwrite=overwrite)
 

@@ -34,7 +34,7 @@ def test_defaults_follow_the_reference():
     ({"num_scales": 0}, "num_scales"),
     ({"steps": 0}, "steps"),
     ({"batch_size": 0}, "batch_size"),
-    ({"resolution": 100}, "resolution"),
+    ({"image_size": 100}, "image_size"),
     ({"learning_rate": float("nan")}, "learning_rate"),
     ({"learning_rate": -1.0}, "learning_rate"),
     ({"timestep_sampling": "sometimes"}, "timestep_sampling"),
@@ -157,3 +157,17 @@ def test_training_core_imports_without_the_host():
     result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
     assert result.returncode == 0, result.stderr
+
+
+def test_config_from_node_inputs_takes_each_input_as_its_field():
+    cfg = TrainingConfig.from_inputs({"name": " jane ", "init_word": "cat ", "templates": "custom",
+                                      "custom_templates": "a {} here\nthe {} there", "steps": 7,
+                                      "image_size": 64, "seed": 3})
+    assert (cfg.name, cfg.init_word, cfg.steps, cfg.image_size, cfg.seed) == ("jane", "cat", 7, 64, 3)
+    assert cfg.templates == ("a {} here", "the {} there") and cfg.template_kind == "custom"
+    assert TrainingConfig.from_inputs({"name": "j", "init_word": "c", "templates": "style"}).templates == STYLE_TEMPLATES
+
+
+def test_config_from_node_inputs_refuses_an_input_that_is_no_setting():
+    with pytest.raises(MrtiError, match="not training settings: resolution"):
+        TrainingConfig.from_inputs({"name": "j", "init_word": "c", "templates": "object", "resolution": 512})

@@ -215,6 +215,17 @@ def test_checkpoint_file_is_safetensors_with_json(tmp_path):
         assert float(moments["step"]) == 2.0
 
 
+def test_checkpoint_of_an_earlier_version_reads_with_current_setting_names(tmp_path):
+    # Checkpoints written before the trainer's `resolution` became `image_size` still resume and compare.
+    cfg = make_config(steps=1)
+    loop, _ = make_loop(cfg)
+    loop.run()
+    old = {("resolution" if key == "image_size" else key): value for key, value in cfg.settings().items()}
+    path = save_checkpoint(tmp_path / "old.safetensors", loop.state, name="toy", init_word="cat",
+                           base_family="sdxl", settings=old)
+    assert read_checkpoint(path).settings == cfg.settings()
+
+
 def test_bad_checkpoints_name_the_file(tmp_path):
     missing = tmp_path / "nothing.safetensors"
     with pytest.raises(ConceptFileError, match="nothing.safetensors.*does not exist"):
