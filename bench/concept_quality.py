@@ -291,7 +291,7 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=None, help="write the plots into this folder")
     opts = parser.parse_args()
 
-    from tests.harness import host
+    from harness import host
 
     base = Path(tempfile.mkdtemp(prefix="mrti-concepts-"))
     host.boot(base)

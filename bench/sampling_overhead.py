@@ -5,25 +5,21 @@ and taking medians (VAEDecode, identical for both, is left out so that it does n
 text-encoder pass counts. By default it uses the tiny SD1 test model on the CPU; `--checkpoint` takes any
 SD1/SD2/SDXL checkpoint file instead (on a GPU if the host finds one).
 
-    .venv/bin/python bench/sampling_overhead.py [--steps 20] [--size 256] [--repeats 5] [--checkpoint FILE]
+    .venv/bin/python -m bench.sampling_overhead [--steps 20] [--size 256] [--repeats 5] [--checkpoint FILE]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
-
-from harness import comfy_runtime, host, tiny_models  # noqa: E402
-from harness.demo_concepts import random_concept  # noqa: E402
-from harness.step_recorder import EncoderPassCounter  # noqa: E402
-from mrti.concept import family_for_widths  # noqa: E402
-from mrti.concept_file import save_concept  # noqa: E402
+from harness import comfy_runtime, host, tiny_models
+from harness.demo_concepts import random_concept
+from harness.step_recorder import EncoderPassCounter
+from mrti.concept import family_for_widths
+from mrti.concept_file import save_concept
 
 
 def main() -> None:

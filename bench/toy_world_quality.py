@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, help="write a labelled grid of the first 16 samples here")
     opts = parser.parse_args()
 
-    from tests.harness import host
+    from harness import host
 
     host.boot(Path(tempfile.mkdtemp(prefix="mrti-toyworld-")))
     import comfy.utils

@@ -11,9 +11,9 @@ Each variant runs in a fresh child process so that its peak memory is its own; t
 per step (after warm-up), steps per second, peak resident memory during training (and peak CUDA memory on
 a GPU) and the ratios.
 
-    python bench/train_throughput.py                    # full SD1.5 at 256 px (checkpoint built once, ~2 GB)
-    python bench/train_throughput.py --tiny --steps 3   # quick check on the tiny test model
-    python bench/train_throughput.py --size 512 --precision bf16   # on a GPU: the trainer's own best settings
+    python -m bench.train_throughput                    # full SD1.5 at 256 px (checkpoint built once, ~2 GB)
+    python -m bench.train_throughput --tiny --steps 3   # quick check on the tiny test model
+    python -m bench.train_throughput --size 512 --precision bf16   # on a GPU: the trainer's own best settings
 """
 from __future__ import annotations
 
@@ -26,9 +26,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 TEMPLATE = "a photo of a {}"
 
@@ -209,7 +206,7 @@ def main(argv=None) -> int:
     results = {}
     for variant in [v.strip() for v in opts.variants.split(",") if v.strip()]:
         env = {**os.environ, "MRTI_BENCH_CHECKPOINT": str(checkpoint)}
-        proc = subprocess.run([sys.executable, __file__, *forwarded, "--child", variant], env=env,
+        proc = subprocess.run([sys.executable, "-m", __spec__.name, *forwarded, "--child", variant], env=env,
                               capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:

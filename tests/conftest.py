@@ -1,14 +1,8 @@
 """Shared test setup. Tiers: unit/ (no host), integration/ (host imported in-process), e2e/ (host as a
 server, driven over HTTP). The host is imported only by the fixtures below, so unit tests never need it."""
-import sys
 from pathlib import Path
 
 import pytest
-
-TESTS_DIR = Path(__file__).resolve().parent
-for path in (TESTS_DIR, TESTS_DIR.parent):  # `harness`, and `mrti` as a top-level package
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,7 @@ UNET_ONLY = ("unet_steps", "unet_batch", "unet_lr", "unet_warmup", "ema_decay", 
 # ---- stage 1: text encoder ------------------------------------------------------------------------------
 
 def _seeded_fill(module: torch.nn.Module, seed: int) -> None:
-    # Not tests/harness/tiny_models' initialiser: that one fills logit_scale without drawing from the
+    # Not harness/tiny_models' initialiser: that one fills logit_scale without drawing from the
     # generator, which would shift every later draw, and the committed weights depend on this order.
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -351,7 +351,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
-    from tests.harness import host
+    from harness import host
 
     host.boot(work / "host")
     config_class = toy_model.register()

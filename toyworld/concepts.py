@@ -1,7 +1,7 @@
 """Concepts of the toy world: training one from generator pictures with this pack's trainer node and
 reading back what its prompts draw, in the current process through the host's own nodes.
 
-The host must be booted and this pack loaded (`tests.harness.host.load_package`); `pack` is the loaded
+The host must be booted and this pack loaded (`harness.host.load_package`); `pack` is the loaded
 package module it returns.
 """
 from __future__ import annotations

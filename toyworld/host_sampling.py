@@ -1,7 +1,7 @@
 """Pictures from the toy-world model through the host's stock nodes (CheckpointLoaderSimple,
 CLIPTextEncode, EmptyLatentImage, KSampler, VAEDecode), in the current process.
 
-The host must already be imported (`tests.harness.host.boot`). Nodes run under `torch.inference_mode()`,
+The host must already be imported (`harness.host.boot`). Nodes run under `torch.inference_mode()`,
 as the host's executor runs them.
 """
 from __future__ import annotations

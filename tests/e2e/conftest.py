@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from harness.server import ComfyClient, ComfyServer, prepare_base_directory
@@ -7,7 +9,7 @@ from harness.server import ComfyClient, ComfyServer, prepare_base_directory
 def server(tmp_path_factory, tiny_checkpoints):
     """One real ComfyUI server for the e2e tier, with this package and the tiny models."""
     base = prepare_base_directory(tmp_path_factory.mktemp("server-base"), tiny_checkpoints,
-                                  probe_nodes=True)
+                                  extra_nodes=Path(__file__).resolve().parents[1] / "probe_nodes.py")
     with ComfyServer(base) as srv:
         yield srv
 

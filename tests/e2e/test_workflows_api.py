@@ -145,13 +145,13 @@ def test_note_names_the_demo_model_and_the_real_one(path):
         assert "noise" in text
     for concept, _ in loaders(workflow).values():
         assert concept in text, "the note does not say where the concept file comes from"
-    assert text == note(GRAPHS[path.stem]()), "regenerate: .venv/bin/python tests/harness/workflow_assets.py"
+    assert text == note(GRAPHS[path.stem]()), "regenerate: .venv/bin/python -m harness.workflow_assets"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=IDS)
 def test_conversion_keeps_every_input(object_info, path):
     """Converted with the demo server's /object_info, the workflow gives back the graph it was built from
-    (tests/harness/workflow_assets.py): every widget value lands on its own input, every link in place."""
+    (harness/workflow_assets.py): every widget value lands on its own input, every link in place."""
     prompt = convert(read(path), object_info)
     graph, _ = numbered(GRAPHS[path.stem]())
     assert {key: (node["class_type"], node["inputs"]) for key, node in prompt.items()} == \

@@ -13,11 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
-
-from harness import comfy_runtime, tiny_models  # noqa: E402
-from harness.demo_concepts import write_demo_concepts, write_training_images  # noqa: E402
-from harness.server import ComfyServer, prepare_base_directory  # noqa: E402
+from harness import comfy_runtime, tiny_models
+from harness.demo_concepts import write_demo_concepts, write_training_images
+from harness.server import ComfyServer, prepare_base_directory
 
 # The demo's name for the tiny random SDXL model; it sorts after toyworld_sd1.safetensors, which stays the
 # default of a new checkpoint loader.

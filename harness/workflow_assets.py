@@ -3,7 +3,7 @@
 Each workflow is defined here as an API-format graph plus a layout; the frontend loads it (`loadApiJson`),
 the nodes are placed, and `graph.serialize()` gives the workflow file ComfyUI users load. Run:
 
-    .venv/bin/python tests/harness/workflow_assets.py [name ...]   # workflow names or 'charts'; default all
+    .venv/bin/python -m harness.workflow_assets [name ...]   # workflow names or 'charts'; default all
 """
 from __future__ import annotations
 
@@ -14,18 +14,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+from PIL import Image
 
-from PIL import Image  # noqa: E402
+from harness import comfy_runtime, graphs, host, tiny_models
+from harness.browser import Browser, open_comfyui
+from harness.demo_concepts import TRAINING_FOLDER
+from harness.devserver import DEMO_SDXL_CHECKPOINT, prepare_demo_base
+from harness.server import TOY_WORLD_CHECKPOINT, ComfyClient, ComfyServer, prepare_base_directory
+from toyworld import concepts, world
 
-from harness import comfy_runtime, graphs, host, tiny_models  # noqa: E402
-from harness.browser import Browser, open_comfyui  # noqa: E402
-from harness.demo_concepts import TRAINING_FOLDER  # noqa: E402
-from harness.devserver import DEMO_SDXL_CHECKPOINT, prepare_demo_base  # noqa: E402
-from harness.server import TOY_WORLD_CHECKPOINT, ComfyClient, ComfyServer, prepare_base_directory  # noqa: E402
-from toyworld import concepts, world  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def numbered(api: dict) -> tuple[dict, dict[str, int]]:

@@ -2,9 +2,9 @@
 
 The server runs `main.py --cpu` from the runtime that `comfy_runtime` finds, on a loopback port, with
 `--base-directory` pointing at a folder that holds its models, custom_nodes, input, output and user data.
-That folder's custom_nodes get a link to this package and `mrti_tiny_models.py`, a test-only node module
-that registers the tiny model configs in the server process (and, for the e2e tier only, the probe nodes of
-`probe_nodes.py`, kept out of the dev server's node menu).
+That folder's custom_nodes get a link to this package and `mrti_tiny_models.py`, a generated node module
+that registers the tiny model configs and the toy world's in the server process (and, for the e2e tier only,
+a link to the tests' own probe nodes, kept out of the dev server's node menu).
 """
 from __future__ import annotations
 
@@ -30,17 +30,17 @@ PACKAGE_LINK_NAME = "multires_textual_inversion"
 TOY_WORLD_CHECKPOINT = toyworld_model.CHECKPOINT
 
 _TINY_NODE_MODULE = '''\
-"""Test-only: registers the tiny SD1/SDXL model configs and the toy-world model's (written by
-tests/harness/server.py)."""
+"""Registers the tiny SD1/SDXL model configs and the toy-world model's (written by harness/server.py).
+The repository goes on the path here, after ComfyUI's own `nodes` is imported: this pack's `nodes`
+package would shadow it from the start of the process."""
 import sys
-sys.path[:0] = [{tests_dir!r}, {repo_dir!r}]
+sys.path.append({repo_dir!r})
 from harness import tiny_models
 from toyworld import model as toyworld_model
 tiny_models.register()
 toyworld_model.register()
 NODE_CLASS_MAPPINGS = {{}}
 '''
-_PROBE_NODES_LINE = "from harness.probe_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS\n"
 
 
 def free_port() -> int:
@@ -49,19 +49,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_base_directory(base: Path, checkpoints: dict[str, Path], workflows: Path | None = None, *,
-                           probe_nodes: bool = False) -> Path:
+def prepare_base_directory(base: Path, checkpoints: dict[str, Path], *, extra_nodes: Path | None = None) -> Path:
     """Lay out a ComfyUI base directory: this package and the tiny-model module in custom_nodes, the
-    checkpoints and the toy-world model linked into models/checkpoints. Existing files in `base` are left alone. `probe_nodes`
-    adds the test-only nodes of `probe_nodes.py` to the tiny-model module."""
+    checkpoints and the toy-world model linked into models/checkpoints. Existing files in `base` are left alone.
+    `extra_nodes`, a node module file, is linked into custom_nodes too (the tests' probe nodes)."""
     custom_nodes = base / "custom_nodes"
     custom_nodes.mkdir(parents=True, exist_ok=True)
     link = custom_nodes / PACKAGE_LINK_NAME
     if not link.exists():
         link.symlink_to(comfy_runtime.REPO_ROOT, target_is_directory=True)
-    tests_dir = str(comfy_runtime.REPO_ROOT / "tests")
-    module = _TINY_NODE_MODULE.format(tests_dir=tests_dir, repo_dir=str(comfy_runtime.REPO_ROOT)) + (_PROBE_NODES_LINE if probe_nodes else "")
+    module = _TINY_NODE_MODULE.format(repo_dir=str(comfy_runtime.REPO_ROOT))
     (custom_nodes / "mrti_tiny_models.py").write_text(module)
+    if extra_nodes is not None and not os.path.lexists(custom_nodes / f"mrti_{extra_nodes.name}"):
+        (custom_nodes / f"mrti_{extra_nodes.name}").symlink_to(extra_nodes.resolve())
     ckpt_dir = base / "models" / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for path in [*checkpoints.values(), TOY_WORLD_CHECKPOINT]:
