@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 import comfy.sd1_clip
+import node_helpers
 
 from ..mrti.concept import Concept, ConceptSet
 from ..mrti.errors import MrtiError
@@ -118,17 +119,15 @@ def scheduled(spans: Sequence[tuple[StateSpan, SigmaRange]], encoded: Mapping[tu
         return encoded[spans[0][0].states]
     conditioning = []
     for span, bounds in spans:
-        for cond, extras in encoded[span.states]:
-            extras = dict(extras)
-            if "clip_start_percent" in extras:
+        sigmas = {key: value for key, value in (("timestep_start", bounds.upper), ("timestep_end", bounds.lower))
+                  if value is not None}
+        for entry in encoded[span.states]:
+            if "clip_start_percent" in entry[1]:
                 # A CLIP with scheduled hooks: the host derives sigma bounds from percents and overrides
                 # ours, so give it the closest percents it can intersect with the hook's range.
-                extras["start_percent"], extras["end_percent"] = progress_range(span)
+                values = dict(zip(("start_percent", "end_percent"), progress_range(span)))
             else:
-                if bounds.upper is not None:
-                    extras["timestep_start"] = bounds.upper
-                if bounds.lower is not None:
-                    extras["timestep_end"] = bounds.lower
-            conditioning.append([cond, extras])
+                values = sigmas
+            conditioning += node_helpers.conditioning_set_values([entry], values)
     log.debug("multires prompt: %d spans, %d encodings", len(spans), len(encoded))
     return conditioning
