@@ -92,7 +92,7 @@ def prompt_edges(model_patcher=None) -> TimestepEdges:
     """The span edges for the prompt node: the MODEL's own, after refusing what it cannot serve, or the
     standard SD table's when no MODEL is connected."""
     if model_patcher is None:
-        return _edges_of(_standard_sampling())
+        return _edges_of(standard_sampling())
     sampling = model_patcher.get_model_object("model_sampling")
     reason = unsupported_reason(sampling)
     if reason is not None:
@@ -104,5 +104,5 @@ def prompt_edges(model_patcher=None) -> TimestepEdges:
 
 
 @lru_cache(maxsize=1)
-def _standard_sampling():
+def standard_sampling():
     return ms.ModelSamplingDiscrete()  # SD1.x/SD2.x/SDXL: scaled-linear betas 0.00085 ... 0.012

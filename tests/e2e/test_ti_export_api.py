@@ -63,3 +63,28 @@ def test_export_refuses_to_replace_files_without_overwrite(server, client):
     refused = export(client, f"{name}.safetensors", overwrite=False)
     assert not refused.ok and f"{name}_s0.safetensors" in refused.error_message()
     assert target.read_bytes() == before
+
+
+def test_export_with_an_a1111_prompt_through_the_server(server, client):
+    """The prompt inputs pass the host's queue-time validation; a prompt that cannot be written exactly
+    fails the node with an error naming the tag, before any file is written."""
+    name = "exported_a1111"
+    save_concept(random_concept(name, ModelFamily.SD1, 10, seed=43),
+                 server.base / "models" / "multires_embeddings" / f"{name}.safetensors", overwrite=True)
+
+    def run(text, sampler="euler", scheduler="karras", steps=30):
+        return client.run({
+            "load": {"class_type": "MultiResEmbeddingLoader", "inputs": {"concept": f"{name}.safetensors", "name": ""}},
+            "export": {"class_type": "MultiResEmbeddingExport",
+                       "inputs": {"concepts": ["load", 0], "concept_name": "", "overwrite": True, "prompt_text": text,
+                                  "sampler_name": sampler, "scheduler": scheduler, "steps": steps,
+                                  "mode": "fully", "resolution": "0"}},
+        })
+
+    refused = run(f"a photo of <{name}(4)>")
+    assert not refused.ok and f"<{name}(4)>" in refused.error_message()
+    assert "zero vector" in refused.error_message()
+    assert not list((server.base / "models" / "embeddings").glob(f"{name}_s*.safetensors"))
+    result = run(f"a photo of <{name}[2]>, <{name}>")
+    assert result.ok, result.error_message()
+    assert len(list((server.base / "models" / "embeddings").glob(f"{name}_s*.safetensors"))) == 10

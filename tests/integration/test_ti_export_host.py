@@ -24,8 +24,9 @@ PROMPTS = [
 def export_node(host_package):
     node = host_package.nodes.export.MultiResEmbeddingExport
 
-    def export(concepts, concept_name="", overwrite=False):
-        return node.execute(concepts=concepts, concept_name=concept_name, overwrite=overwrite).result
+    def export(concepts, concept_name="", overwrite=False, **prompt_inputs):
+        return node.execute(concepts=concepts, concept_name=concept_name, overwrite=overwrite,
+                            **prompt_inputs).result
 
     return export
 
@@ -46,9 +47,12 @@ def test_node_is_registered_with_tooltips(host_package):
     assert node is host_package.nodes.export.MultiResEmbeddingExport
     schema = node.define_schema()
     assert schema.is_output_node  # it runs even when nothing reads its outputs
-    assert [i.id for i in schema.inputs] == ["concepts", "concept_name", "overwrite"]
+    assert [i.id for i in schema.inputs] == ["concepts", "concept_name", "overwrite", "prompt_text", "sampler_name",
+                                             "scheduler", "steps", "mode", "resolution", "model"]
+    assert all(i.optional for i in schema.inputs[3:])  # old workflows and API prompts need none of them
     assert all(i.tooltip for i in schema.inputs + schema.outputs)
     assert [i.id for i in schema.inputs if getattr(i, "default", None) is False] == ["overwrite"]
+    assert len(schema.outputs) == 3
 
 
 def load_set(host_package, concept_folder, kind, name, vectors, seed):
@@ -80,7 +84,8 @@ def test_stock_encode_of_exported_scale_equals_fixed_tag(host_package, loaded, c
     _, clip, _, _ = loaded[kind]
     name = f"tiexp_{kind}_v{vectors}"
     concepts, _ = load_set(host_package, concept_folder, kind, name, vectors, seed=20 + vectors)
-    files, words = export_node(concepts)
+    files, words, a1111 = export_node(concepts)
+    assert a1111 == ""
     assert files.split("\n") == [f"{name}_s{i}.safetensors" for i in range(6)]
     assert words.split("\n") == [f"embedding:{name}_s{i}" for i in range(6)]
     assert all((embeddings_folder / f).is_file() for f in files.split("\n"))
@@ -122,7 +127,7 @@ def test_export_refusals(host_package, loaded, concept_folder, export_node, embe
     with pytest.raises(errors.ConceptFileExistsError, match="tiexp_refuse_s3.safetensors"):
         export_node(concepts)
     assert not (embeddings_folder / "tiexp_refuse_s0.safetensors").exists()
-    files, _ = export_node(concepts, "tiexp_refuse", overwrite=True)
+    files, _, _ = export_node(concepts, "tiexp_refuse", overwrite=True)
     assert len(files.split("\n")) == 6
     assert (embeddings_folder / "tiexp_refuse_s3.safetensors").read_bytes() != b"user file"
 
@@ -133,3 +138,99 @@ def test_export_refusals(host_package, loaded, concept_folder, export_node, embe
         export_node(both)
     with pytest.raises(errors.MrtiError, match="no concept named 'nobody'"):
         export_node(both, "nobody")
+
+
+# ---- The A1111 prompt (mrti/prompt_editing.py, nodes/a1111_prompt.py) ----
+
+A1111_PROMPT = "a photo of <jane[0]> next to <bob[4]>, <jane|2|>"
+COMBOS = [("euler", "normal", 20), ("euler", "karras", 30), ("dpmpp_2m", "simple", 25),
+          ("euler_ancestral", "sgm_uniform", 12), ("lms", "exponential", 40), ("dpmpp_2m", "ddim_uniform", 50)]
+
+
+def entry_of(conditioning, sigma: torch.Tensor) -> int:
+    """The conditioning entry the host activates at `sigma` (its timestep_end <= sigma <= timestep_start,
+    compared in float32 as the host's samplers carry sigma)."""
+    found = []
+    for index, (_, extras) in enumerate(conditioning):
+        upper, lower = extras.get("timestep_start"), extras.get("timestep_end")
+        if (upper is None or sigma <= torch.tensor(upper, dtype=torch.float32)) and \
+                (lower is None or sigma >= torch.tensor(lower, dtype=torch.float32)):
+            found.append(index)
+    assert len(found) == 1, f"sigma {float(sigma)} is in entries {found}"
+    return found[0]
+
+
+def changes(values) -> list[int]:
+    return [k for k in range(1, len(values)) if values[k] != values[k - 1]]
+
+
+@pytest.mark.parametrize("with_model", [True, False], ids=["model", "no-model"])
+@pytest.mark.parametrize("kind", ["sd1", "sd2"])
+@pytest.mark.parametrize("combo", COMBOS, ids=["-".join(map(str, c)) for c in COMBOS])
+def test_a1111_prompt_switches_at_the_steps_the_pack_does(host_package, loaded, scheduler_node, export_node,
+                                                          embeddings_folder, combo, kind, with_model):
+    import comfy.samplers
+
+    from mrti.prompt_editing import a1111_text_at_call
+
+    sampler, scheduler, steps = combo
+    model, clip, concepts, _ = loaded[kind]
+    model = model if with_model else None
+    _, _, a1111 = export_node(concepts, "jane", overwrite=True, prompt_text=A1111_PROMPT, sampler_name=sampler,
+                              scheduler=scheduler, steps=steps, model=model)
+    text, note = a1111.split("\n")
+    assert f"sampler {sampler}, scheduler {scheduler}, {steps} steps" in note
+    assert "NOT exact" not in note
+
+    # The host's own sigmas for this run, and the pack's own conditioning entry at each step's sigma.
+    sampling = (model.get_model_object("model_sampling") if model is not None
+                else host_package.nodes.model_support.standard_sampling())
+    sigmas = comfy.samplers.calculate_sigmas(sampling, scheduler, steps).to(torch.float32)
+    assert len(sigmas) == steps + 1
+    conditioning = scheduler_node(clip, concepts, A1111_PROMPT, model=model)
+    entries = [entry_of(conditioning, sigmas[k]) for k in range(steps)]
+    texts = [a1111_text_at_call(text, steps, call) for call in range(steps)]
+
+    assert changes(texts) == changes(entries), text
+    assert len(changes(entries)) >= 2, "the schedule switched too rarely to test anything"
+    assert "jane_s2" in texts[0] and "jane_s2" in texts[-1]  # the Fixed tag never switches
+    assert texts[-1].startswith("a photo of jane_s0 next to bob_s4")
+
+
+def test_a1111_prompt_steps_are_the_model_calls_of_one_call_samplers(host_package, loaded, export_node):
+    """Every sampler the note calls exact really calls the model once per step, at the timesteps used."""
+    import nodes
+    from harness.step_recorder import recording_model
+
+    helper = host_package.nodes.a1111_prompt
+    model, clip, _, _ = loaded["sd1"]
+    positive = nodes.CLIPTextEncode().encode(clip, "a photo")[0]
+    latent = nodes.EmptyLatentImage().generate(64, 64, 1)[0]
+    for sampler in helper.ONE_CALL_PER_STEP:
+        for scheduler, steps in (("normal", 6), ("karras", 5)):
+            patched, calls = recording_model(model)
+            nodes.KSampler().sample(patched, 1, steps, 4.0, sampler, scheduler, positive, positive, latent)
+            schedule = helper.step_schedule(model, sampler, scheduler, steps)
+            assert [t for t, _ in calls] == list(schedule.timesteps), (sampler, scheduler)
+    patched, calls = recording_model(model)
+    nodes.KSampler().sample(patched, 1, 6, 4.0, "heun", "normal", positive, positive, latent)
+    assert len(calls) > 6 and "heun" not in helper.ONE_CALL_PER_STEP
+
+
+def test_a1111_prompt_notes_and_refusals(host_package, loaded, concept_folder, export_node, embeddings_folder):
+    errors = host_package.mrti.errors
+    model, _, concepts, _ = loaded["sd1"]
+    _, _, a1111 = export_node(concepts, "jane", overwrite=True, prompt_text="<jane[0]>", sampler_name="heun",
+                              scheduler="beta", steps=20)
+    text, note = a1111.split("\n")
+    assert text.startswith("[jane_s9:")
+    assert "NOT exact with heun" in note and "no schedule type" in note and "standard SD1/SD2/SDXL" in note
+
+    fresh, _ = load_set(host_package, concept_folder, "sd1", "tiexp_semi", 1, seed=50)
+    with pytest.raises(errors.MrtiError, match=r"<tiexp_semi\(3\)>: .*zero vector"):
+        export_node(fresh, prompt_text="x <tiexp_semi(3)>", model=model)
+    assert not (embeddings_folder / "tiexp_semi_s0.safetensors").exists()  # refused before any file
+    with pytest.raises(errors.MrtiError, match=r"<tiexp_semi\[0\]>: .*steps 0 and 1"):
+        export_node(fresh, prompt_text="<tiexp_semi[0]>", scheduler="karras", steps=2)
+    _, _, a1111 = export_node(fresh, prompt_text="a <tiexp_semi|1|>\nb", overwrite=True)
+    assert a1111.split("\n")[0] == "a tiexp_semi_s1 b"
