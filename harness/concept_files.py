@@ -102,3 +102,23 @@ def write_deflated_reference(folder: Path, rows: int = 4) -> Path:
         for info, data in members:
             archive.writestr(info.filename, data)
     return folder
+
+
+def write_a1111_embedding(path: Path, vectors: torch.Tensor, name: str = "concept") -> Path:
+    """An embedding as A1111/Forge's trainer saves it: `string_to_param` maps `*` to a [V, width] parameter,
+    beside its token id, name, step and the checkpoint it was trained on."""
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.nn.Parameter(vectors.clone())},
+                "name": name, "step": 500, "sd_checkpoint": "a1b2c3d4", "sd_checkpoint_name": "model"}, path)
+    return path
+
+
+def write_code_carrying_embedding(path: Path, marker: Path, plain_pickle: bool = False) -> Path:
+    """An A1111-layout `.pt` whose pickle creates `marker` if unpickled freely (by torch.save, or plain pickle)."""
+    state = {"string_to_token": {"*": 265}, "string_to_param": {"*": _TouchOnUnpickle(marker)}}
+    if plain_pickle:
+        import pickle
+
+        path.write_bytes(pickle.dumps(state))
+    else:
+        torch.save(state, path)
+    return path

@@ -24,7 +24,9 @@ async function refreshConcepts() {
 }
 
 const widget = (node, name) => node.widgets?.find((w) => w.name === name);
-const stem = (entry) => entry.replace(/\/$/, "").split("/").pop().replace(/\.safetensors$/, "");
+// The loader's default concept name: the file's or folder's stem, also of an "embedding: <file>" option.
+const stem = (entry) =>
+  entry.replace(/^embedding: /, "").replace(/\/$/, "").split("/").pop().replace(/\.(safetensors|pt|bin)$/i, "");
 
 // name -> N for the concepts wired into `node`'s "concepts" input (loaders chain through theirs).
 export function upstreamScales(node) {

@@ -12,6 +12,7 @@ from .errors import MrtiError
 from .prompt_syntax import Mode, parse_prompt, resolve_tags
 from .reference_import import import_reference_folder
 from .schedule import state_spans
+from .ti_import import import_ti_file
 
 __all__ = [
     "Concept",
@@ -21,6 +22,7 @@ __all__ = [
     "ModelFamily",
     "MrtiError",
     "import_reference_folder",
+    "import_ti_file",
     "load_concept",
     "parse_prompt",
     "resolve_tags",

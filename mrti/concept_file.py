@@ -114,7 +114,7 @@ class TensorEntry:
     shape: list[int]
 
 
-def _read_header(file: Path) -> tuple[dict[str, str], dict[str, TensorEntry]]:
+def read_safetensors_header(file: Path) -> tuple[dict[str, str], dict[str, TensorEntry]]:
     """The metadata and tensor table of a safetensors file, read with plain file reads and checked
     against the file's size; nothing is memory-mapped and no tensor byte is read."""
     _check_readable_file(file)
@@ -165,7 +165,7 @@ def _read_header(file: Path) -> tuple[dict[str, str], dict[str, TensorEntry]]:
 
 def peek_concept_header(path: PathArg) -> dict[str, str]:
     """The file's header metadata, read without loading any tensor data."""
-    return _read_header(Path(path))[0]
+    return read_safetensors_header(Path(path))[0]
 
 
 def _int_field(path: Path, metadata: Mapping[str, str], key: str) -> int:
@@ -303,7 +303,7 @@ def inspect_concept_file(path: PathArg) -> tuple[ConceptInfo, int]:
     """The file's info and N, after everything ``load_concept`` checks short of reading the vectors and
     the name (a loader may give one): header, shapes, dtypes."""
     file = Path(path)
-    metadata, entries = _read_header(file)
+    metadata, entries = read_safetensors_header(file)
     info, num_scales, vectors = _parse_info(file, metadata)
     _checked_keys(file, entries, num_scales, vectors)
     return info, num_scales
@@ -324,7 +324,7 @@ def _file_name_concept(file: Path, name: str | None) -> str:
 def load_concept(path: PathArg, *, name: str | None = None) -> Concept:
     """Load and validate a concept file; tensors come back as float32 on the CPU."""
     file = Path(path)
-    metadata, entries = _read_header(file)
+    metadata, entries = read_safetensors_header(file)
     info, num_scales, vectors = _parse_info(file, metadata)
     name = _file_name_concept(file, name)
     # Only now, with every size in the header within the limits, is any tensor byte read.

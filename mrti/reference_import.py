@@ -2,16 +2,15 @@
 
 Only the ``N`` rows of the token-embedding table named ``<S|i|>`` are taken. Pickled ``.bin`` files
 are opened with ``weights_only=True`` so that a shared folder cannot run code on this machine, and
-memory-mapped, so that a table of any declared size costs only the pages of the rows read.
+memory-mapped, so that a table of any declared size costs only the pages of the rows read
+(``safe_pickle.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 import re
-import zipfile
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from safetensors import safe_open
 from .concept import Concept, ConceptInfo, ModelFamily, validate_concept_name
 from .concept_file import FORMAT_VERSION
 from .errors import ConceptFileError, MrtiError, shown
+from .safe_pickle import check_torch_archive, load_weights_only
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,6 @@ EMBEDDING_KEY = "text_model.embeddings.token_embedding.weight"
 REFERENCE_SOURCE = "multires_textual_inversion reference"
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-# torch.save's pre-1.6 format cannot be memory-mapped; it is read whole, so its size is capped (an SD2
-# text encoder in float32 is 1.4 GB).
-MAX_LEGACY_PICKLE_BYTES = 2 * 1024**3
 _TOKENIZER_FILES = ("added_tokens.json", "tokenizer.json")
 _SCALE_TOKEN_RE = re.compile(r"<([^<>|]+)\|(\d+)\|>")
 # The reference only trained SD1.x/SD2.x text encoders, which have a single tower.
@@ -144,7 +141,7 @@ def reference_num_scales(path: str | PathLike[str]) -> int:
     if weights.suffix == ".safetensors":
         _rows_from_safetensors(weights, ids, read=False)
     else:
-        _check_archive(weights)
+        check_torch_archive(weights)
     return len(ids)
 
 
@@ -168,43 +165,8 @@ def _rows_from_safetensors(path: Path, ids: list[int], read: bool = True) -> tor
     return block[[i - low for i in ids]]
 
 
-def _check_archive(path: Path) -> bool:
-    """Whether ``path`` is a torch.save zip archive (memory-mappable); refuses what torch never writes."""
-    if not zipfile.is_zipfile(path):
-        size = path.stat().st_size
-        if size > MAX_LEGACY_PICKLE_BYTES:
-            raise ConceptFileError(path, f"is {size} bytes in the old (pre-zip) PyTorch format, which must be read "
-                                         f"whole; at most {MAX_LEGACY_PICKLE_BYTES} are accepted")
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ConceptFileError(path, f"not a readable PyTorch weights file ({exc})") from None
-    for member in members:
-        # A compressed member would be inflated in memory whatever its declared size.
-        if member.compress_type != zipfile.ZIP_STORED:
-            raise ConceptFileError(path, f"archive member {shown(member.filename)} is compressed; torch.save "
-                                         "never compresses, so this is not a PyTorch weights file")
-    return True
-
-
 def _rows_from_pickle(path: Path, ids: list[int]) -> torch.Tensor:
-    try:
-        mappable = _check_archive(path)
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mappable)
-    except MrtiError:
-        raise
-    except pickle.UnpicklingError as exc:
-        raise ConceptFileError(
-            path,
-            "refused to load as unsafe: it is not a plain tensor file (the pickle holds objects "
-            f"that could run code) ({str(exc).splitlines()[0] if str(exc) else 'UnpicklingError'})",
-        ) from None
-    except OSError as exc:
-        raise ConceptFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    except Exception as exc:  # torch reports corrupt archives with several error types
-        raise ConceptFileError(path, f"not a readable PyTorch weights file ({exc})") from exc
+    state = load_weights_only(path)
     if not isinstance(state, dict):
         raise ConceptFileError(path, f"expected a state dict, found {type(state).__name__}")
     table = state.get(EMBEDDING_KEY)

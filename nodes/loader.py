@@ -10,16 +10,27 @@ from ..mrti.concept import ConceptSet, validate_concept_name
 from ..mrti.concept_file import load_concept
 from ..mrti.errors import shown
 from ..mrti.reference_import import import_reference_folder, reference_files
+from ..mrti.ti_import import import_ti_file
 from ..mrti.training.timesteps import index_ranges
-from . import model_folders
+from . import embedding_files, model_folders
 from .checked_combo import CheckedCombo
 from .concept_type import MultiResConcepts
 
 log = logging.getLogger(__name__)
 
 
+def entry_path(entry: str):
+    """The file or folder behind a dropdown entry."""
+    if embedding_files.is_option(entry):
+        return embedding_files.resolve(entry)
+    return model_folders.resolve_entry(entry)
+
+
 def load_entry(entry: str, name: str = ""):
-    """Load a dropdown entry (concept file or reference folder) as a Concept named `name` or its stem."""
+    """Load a dropdown entry (concept file, reference folder or ordinary embedding) as a Concept named `name`
+    or its stem. An ordinary embedding becomes a concept of one scale (mrti/ti_import.py says why)."""
+    if embedding_files.is_option(entry):
+        return import_ti_file(embedding_files.resolve(entry), name=name.strip() or None)
     path = model_folders.resolve_entry(entry)
     default_name = path.name if path.is_dir() else path.stem
     chosen = validate_concept_name(name.strip() or default_name)
@@ -37,9 +48,10 @@ class MultiResEmbeddingLoader(io.ComfyNode):
             category="conditioning/multires",
             description="Loads a concept learned as N per-diffusion-time embeddings, for use in prompts as <name>.",
             inputs=[
-                CheckedCombo("concept", options=model_folders.list_entries(),
+                CheckedCombo("concept", options=embedding_files.loader_options(),
                                tooltip="A concept file (.safetensors) or a reference-repo output folder "
-                                       "in models/multires_embeddings."),
+                                       "in models/multires_embeddings, or 'embedding: <file>', an ordinary "
+                                       "textual-inversion file in models/embeddings, as a concept of one scale."),
                 io.String.Input("name", default="",
                                 tooltip="The name prompts use, as in <name(3)>. Empty: the file's stem "
                                         "(or the folder's name)."),
@@ -66,7 +78,7 @@ class MultiResEmbeddingLoader(io.ComfyNode):
         # is part of it because a copy that keeps size and modification time (cp -p, rsync -t) cannot
         # keep the inode change time; an unchanged file is not read again.
         try:
-            path = model_folders.resolve_entry(concept)
+            path = entry_path(concept)
             files = reference_files(path) if path.is_dir() else (path,)
             stats = [(file, os.stat(file)) for file in files]
         except (ValueError, OSError):

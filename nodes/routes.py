@@ -11,7 +11,8 @@ from ..mrti.concept import validate_concept_name
 from ..mrti.concept_file import inspect_concept_file
 from ..mrti.errors import MrtiError, shown
 from ..mrti.reference_import import reference_num_scales
-from . import model_folders
+from ..mrti.ti_import import read_ti_file
+from . import embedding_files, model_folders
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,14 @@ log = logging.getLogger(__name__)
 def concept_summary(entry: str) -> dict:
     """{entry, name, num_scales, untrained} of a dropdown entry (untrained: the scales that never received a
     training example, as far as the file says), or {entry, error} when the loader would refuse it. Reads
-    headers only, with the loader's own checks, so a broken entry is reported instead of guessed at."""
+    headers only (an ordinary embedding, a small file, is read whole), with the loader's own checks, so a
+    broken entry is reported instead of guessed at."""
     try:
-        path = model_folders.resolve_entry(entry)
-        if path.is_dir():
+        if embedding_files.is_option(entry):  # an ordinary embedding loads as one scale; read it to check it
+            path = embedding_files.resolve(entry)
+            read_ti_file(path)
+            num_scales, untrained, name = 1, [], path.stem
+        elif (path := model_folders.resolve_entry(entry)).is_dir():
             num_scales, untrained, name = reference_num_scales(path), [], path.name
         else:
             info, num_scales = inspect_concept_file(path)
@@ -42,7 +47,7 @@ def concept_summary(entry: str) -> dict:
 
 async def list_concepts(request: web.Request) -> web.Response:
     try:
-        entries = model_folders.list_entries()
+        entries = embedding_files.loader_options()
     except Exception as exc:  # the folder listing itself failed; say so rather than answer 500
         log.warning("the %s folders cannot be listed: %s", model_folders.FOLDER_NAME, exc)
         return web.json_response({"concepts": [], "error": f"the concept folders cannot be listed: {shown(str(exc), 300)}"})

@@ -1,5 +1,6 @@
 """Where the trainer reads and writes: finished concepts in the `multires_embeddings` models folder,
-checkpoints in `<output>/multires_training/<name>/run-<time>/`, and the `resume_from` choices built from both.
+checkpoints in `<output>/multires_training/<name>/run-<time>/`, and the `resume_from` choices built from both
+and from the ordinary embeddings in the host's `embeddings` folder.
 
 Checkpoints stay out of the models folder so that the loader's list shows only finished concepts. Every
 run has its own folder, so a new run of a name never overwrites or adopts an earlier run's checkpoints;
@@ -14,13 +15,14 @@ import folder_paths
 
 from ..mrti.errors import ConceptFileError, MrtiError
 from ..mrti.training.checkpoint import checkpoint_step
-from . import model_folders
+from . import embedding_files, model_folders
 
 CHECKPOINT_FOLDER = "multires_training"
 NONE = "none"
 LATEST = "latest checkpoint"
 CHECKPOINT_PREFIX = "checkpoint: "
 CONCEPT_PREFIX = "concept: "
+EMBEDDING_PREFIX = embedding_files.PREFIX  # the same option as in the loader's `concept`
 
 
 def concept_path(name: str) -> Path:
@@ -90,23 +92,27 @@ def continues_run(checkpoint: Path, name: str) -> Path | None:
 
 
 def resume_options() -> list[str]:
-    """The `resume_from` dropdown: none, the latest checkpoint of the run's name, every checkpoint, and
-    every concept file (to continue training a finished concept with a fresh optimiser)."""
+    """The `resume_from` dropdown: none, the latest checkpoint of the run's name, every checkpoint, every
+    concept file (to continue training a finished concept with a fresh optimiser), and every ordinary
+    embedding (to start every scale from its vectors)."""
     options = [NONE, LATEST]
     root = checkpoint_root()
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             options += [CHECKPOINT_PREFIX + p.relative_to(root).as_posix() for p in _checkpoints(folder)]
+    options += [CONCEPT_PREFIX + e for e in _listed(embedding_files.pack_entries) if e.endswith(".safetensors")]
+    return options + _listed(embedding_files.options)
+
+
+def _listed(listing) -> list[str]:
     try:
-        entries = model_folders.list_entries()
-    except Exception:  # noqa: BLE001 - a broken models folder must not break the node's schema
-        entries = []
-    options += [CONCEPT_PREFIX + e for e in entries if e.endswith(".safetensors")]
-    return options
+        return listing()
+    except Exception:  # noqa: BLE001 - a broken folder must not break the node's schema
+        return []
 
 
 def resolve_resume(option: str, name: str) -> tuple[str, Path | None]:
-    """("none" | "checkpoint" | "concept", path) for a `resume_from` value."""
+    """("none" | "checkpoint" | "concept" | "embedding", path) for a `resume_from` value."""
     option = (option or NONE).strip()
     if option == NONE:
         return "none", None
@@ -125,5 +131,10 @@ def resolve_resume(option: str, name: str) -> tuple[str, Path | None]:
             return "concept", model_folders.resolve_entry(option[len(CONCEPT_PREFIX):])
         except ConceptFileError as exc:  # its message names the entry only; say which input held it
             raise MrtiError(f"resume_from {option!r}: {exc.problem}") from None
+    if option.startswith(EMBEDDING_PREFIX):
+        try:
+            return "embedding", embedding_files.resolve(option)
+        except ConceptFileError as exc:
+            raise MrtiError(f"resume_from {option!r}: {exc.problem}") from None
     raise MrtiError(f"resume_from {option!r} is not understood; expected '{NONE}', '{LATEST}', "
-                    f"'{CHECKPOINT_PREFIX}<file>' or '{CONCEPT_PREFIX}<file>'")
+                    f"'{CHECKPOINT_PREFIX}<file>', '{CONCEPT_PREFIX}<file>' or '{EMBEDDING_PREFIX}<file>'")

@@ -75,7 +75,9 @@ def _inputs() -> list:
         CheckedCombo("resume_from", options=train_files.resume_options(), default=train_files.NONE,
                        tooltip="none: start from init_word. 'latest checkpoint': continue this name's newest "
                                "checkpoint (or start fresh if there is none). A checkpoint: continue it exactly. "
-                               "A concept: start from its vectors with a fresh optimiser."),
+                               "A concept: start from its vectors with a fresh optimiser. 'embedding: <file>', "
+                               "an ordinary textual inversion in models/embeddings: every scale starts from its "
+                               "vectors (their count must equal vectors_per_token)."),
         CheckedCombo("precision", options=list(PRECISIONS), default="fp32",
                        tooltip="Compute precision of the diffusion model. bf16/fp16 save memory on GPUs; the "
                                "concept's vectors are always kept in fp32."),

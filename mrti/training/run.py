@@ -1,5 +1,5 @@
-"""One training run, top to bottom: checks, where the vectors start (fresh, a checkpoint, a concept), the loop
-with its checkpoints, and the trained concept with its charts.
+"""One training run, top to bottom: checks, where the vectors start (fresh, a checkpoint, a concept, an ordinary
+embedding), the loop with its checkpoints, and the trained concept with its charts.
 
 The host's side (models, latents, progress, cancel, the patches that let gradients reach the prompt) comes in
 through `RunHost`, the folders through `RunFiles`; both are implemented in nodes/train_run.py. Nothing here
@@ -19,6 +19,7 @@ import torch
 from ..concept import Concept, ConceptInfo, family_for_widths
 from ..concept_file import FORMAT_VERSION, load_concept, save_concept
 from ..errors import ConceptFileError, ConceptFileExistsError, MrtiError
+from ..ti_import import init_word_of, read_ti_file
 from .checkpoint import read_checkpoint, restore_state, save_checkpoint
 from .config import TRAJECTORY_KEYS, TrainingConfig
 from .images import prepare_images, upscale_warning
@@ -65,7 +66,7 @@ class RunFiles(Protocol):
     def concept_path(self) -> Path: ...
 
     def resume_source(self, entry: str) -> tuple[str, Path | None]:
-        """("none" | "checkpoint" | "concept", path) for a `resume_from` value."""
+        """("none" | "checkpoint" | "concept" | "embedding", path) for a `resume_from` value."""
 
     def checkpoint_paths(self, resumed: Path | None) -> Callable[[int], Path]:
         """Step -> checkpoint file of this run (continuing the run of ``resumed`` when that is its last)."""
@@ -166,21 +167,32 @@ def _starting_state(config: TrainingConfig, host: RunHost, files: RunFiles, resu
         if concept.info.examples_per_scale:  # what the scales learned before counts towards "trained"
             state.bucket_counts[:] = list(concept.info.examples_per_scale)
         return _Start(state, f"concept {path.name}", {"init_word": concept.info.init_word})
+    if kind == "embedding":  # an ordinary textual inversion: every scale starts from its vectors
+        embedding = read_ti_file(path)
+        _check_encoders(path.name, embedding.widths, widths)
+        if embedding.vectors_per_token != config.vectors_per_token:
+            raise MrtiError(f"resume_from {path.name}: the file holds {embedding.vectors_per_token} vectors per "
+                            f"token, this run asks for vectors_per_token {config.vectors_per_token}")
+        return _Start(new_state(config, embedding.vectors), f"embedding {path.name}",
+                      {"init_word": init_word_of(path)})
     return _Start(new_state(config, initial))
 
 
 def _check_widths(source: str, embeddings: dict[str, torch.Tensor], widths: dict[str, int],
                   config: TrainingConfig) -> None:
-    have = {key: int(t.shape[-1]) for key, t in embeddings.items()}
+    _check_encoders(source, {key: int(t.shape[-1]) for key, t in embeddings.items()}, widths)
+    shape = tuple(next(iter(embeddings.values())).shape[:2])
+    if shape != (config.num_scales, config.vectors_per_token):
+        raise MrtiError(f"resume_from {source}: it has {shape[0]} scales x {shape[1]} vectors per token, this run "
+                        f"asks for num_scales {config.num_scales} x vectors_per_token {config.vectors_per_token}")
+
+
+def _check_encoders(source: str, have: dict[str, int], widths: dict[str, int]) -> None:
     if have != widths:
         raise MrtiError(f"resume_from {source}: its vectors are for text encoders "
                         f"{', '.join(f'{k} ({w})' for k, w in have.items())}, but this model's are "
                         f"{', '.join(f'{k} ({w})' for k, w in widths.items())}: a width mismatch "
                         "(another model family?)")
-    shape = tuple(next(iter(embeddings.values())).shape[:2])
-    if shape != (config.num_scales, config.vectors_per_token):
-        raise MrtiError(f"resume_from {source}: it has {shape[0]} scales x {shape[1]} vectors per token, this run "
-                        f"asks for num_scales {config.num_scales} x vectors_per_token {config.vectors_per_token}")
 
 
 class _Checkpoints:

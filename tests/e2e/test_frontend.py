@@ -160,6 +160,32 @@ def test_schedule_strip_shows_a_broken_concept_as_broken(server, page):
                          ".mrtiSchedule.error") is None
 
 
+def test_schedule_strip_takes_an_ordinary_embedding_as_one_scale(server, page):
+    """The loader's `embedding: <file>` option: the strip names the concept by the file's stem and draws the
+    one scale the loader makes of it (a guessed N of 10 would draw ten)."""
+    import torch
+
+    from harness.concept_files import write_a1111_embedding
+
+    folder = server.base / "models" / "embeddings"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_a1111_embedding(folder / "strip_style.pt", torch.full((1, 768), 0.1))
+    load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))  # re-reads the folders
+    page.wait_for("app.extensions.find(e => e.name === 'multiresolutiontextualinversion.editor')"
+                  ".concepts.get('embedding: strip_style.pt')?.num_scales === 1")
+    schedule = page.evaluate("""(() => {
+        const loader = app.graph._nodes.find(n => n.comfyClass === 'MultiResEmbeddingLoader');
+        loader.widgets.find(w => w.name === 'concept').value = 'embedding: strip_style.pt';
+        loader.widgets.find(w => w.name === 'name').value = '';
+        const node = app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler');
+        node.widgets.find(w => w.name === 'text').value = 'a photo of <strip_style[0]>';
+        node.widgets.find(w => w.name === 'mode').value = 'fully';
+        app.canvas.setDirty(true, true); app.canvas.draw(true, true);
+        return {error: node.mrtiSchedule.error ?? null, spans: node.mrtiSchedule.spans.length};
+    })()""")
+    assert schedule == {"error": None, "spans": 1}, schedule
+
+
 def test_tags_reach_the_server_as_written(page):
     """The frontend's dynamic prompts would turn {<demo|0|>|<demo(3)>} into "<demo" or "0"; the prompt box
     has them switched off, so braces and bars stay as typed."""

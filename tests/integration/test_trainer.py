@@ -222,6 +222,83 @@ def test_each_example_uses_its_timesteps_bucket(kind, hostmods, models):
             assert torch.allclose(pooled, reference[b][1][0], atol=1e-5, rtol=0)
 
 
+# ---- starting from an ordinary textual-inversion file ------------------------------------------------------
+
+def embeddings_folder(hostmods) -> Path:
+    folder = Path(hostmods["folder_paths"].get_folder_paths("embeddings")[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def ordinary_embedding(hostmods, kind: str, vectors: int = 2) -> Path:
+    """An A1111 `.pt` (SD1) or an SDXL `clip_l`/`clip_g` file of `vectors` vectors in the host's embeddings folder."""
+    from harness.concept_files import write_a1111_embedding
+
+    folder = embeddings_folder(hostmods)
+    gen = torch.Generator().manual_seed(31)
+    if kind == "sd1":
+        return write_a1111_embedding(folder / f"fromfile_{kind}_v{vectors}.pt",
+                                     torch.randn(vectors, 768, generator=gen))
+    path = folder / f"fromfile_{kind}_v{vectors}.safetensors"
+    save_file({key: torch.randn(vectors, width, generator=gen) for key, width in WIDTHS[kind].items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+def test_resume_from_an_ordinary_embedding_starts_every_scale_from_it(kind, hostmods, models):
+    """Learning rate 0 and `resume_from` an ordinary embedding: every diffusion-model call of the run, whatever
+    its bucket, sees the stock encoding of the prompt with `embedding:<file>`, and the concept holds the file's
+    vectors at every scale."""
+    from mrti.ti_import import read_ti_file
+
+    model, clip, vae = models[kind]
+    path = ordinary_embedding(hostmods, kind)
+    patched, calls = recording(model)
+    out = execute(hostmods, patched, clip, vae, training_images(2), name=f"fromfile_{kind}", learning_rate=0.0,
+                  steps=2, vectors_per_token=2, templates="custom", custom_templates="a photo of {}",
+                  resume_from=f"embedding: {path.name}", overwrite=True)
+    concept = out.result[0][f"fromfile_{kind}"]
+    vectors = read_ti_file(path).vectors
+    assert concept.num_scales == 5 and set(concept.embeddings) == set(vectors)
+    for key, tensor in concept.embeddings.items():
+        assert all(torch.equal(tensor[n], vectors[key]) for n in range(5)), key
+    assert concept.info.training["resumed_from"] == f"embedding {path.name}"
+    assert concept.info.init_word == f"embedding:{path.stem}"
+    with torch.inference_mode():
+        stock = hostmods["nodes"].CLIPTextEncode().encode(clip, f"a photo of embedding:{path.stem}")[0][0]
+        plain = hostmods["nodes"].CLIPTextEncode().encode(clip, "a photo of dog")[0][0]
+    assert len(calls) == 4 and len({t * 5 // 1000 for t, _, _ in calls}) > 1, [t for t, _, _ in calls]
+    for t, context, _ in calls:
+        assert torch.allclose(context, stock[0], atol=1e-5, rtol=0), f"t={t} did not see the file's vectors"
+        assert not torch.allclose(context, plain[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind, source, inputs, message", [
+    ("sd1", "sdxl", {}, r"resume_from fromfile_sdxl_v2.safetensors: its vectors are for text encoders clip_l "
+                        r"\(768\), clip_g \(1280\), but this model's are clip_l \(768\): a width mismatch"),
+    ("sdxl", "sd1", {}, r"resume_from fromfile_sd1_v2.pt: its vectors are for text encoders clip_l \(768\), but"),
+    ("sd1", "sd1", {"vectors_per_token": 1},
+     r"resume_from fromfile_sd1_v2.pt: the file holds 2 vectors per token, this run asks for vectors_per_token 1"),
+    ("sd1", None, {"resume_from": "embedding: fromfile_nan.safetensors"},
+     r"fromfile_nan.safetensors: its clip_l vectors contain 3 non-finite values"),
+    ("sd1", None, {"resume_from": "embedding: ../secret.pt"}, r"resume_from 'embedding: ../secret.pt': is not a file"),
+])
+def test_resume_from_an_unfit_embedding_is_refused_naming_it(kind, source, inputs, message, hostmods, models):
+    model, clip, vae = models[kind]
+    values = {"vectors_per_token": 2, **inputs}
+    if source is not None:
+        values["resume_from"] = f"embedding: {ordinary_embedding(hostmods, source).name}"
+    nan = torch.zeros(2, 768)
+    nan[0, :3] = float("nan")
+    save_file({"emb_params": nan}, str(embeddings_folder(hostmods) / "fromfile_nan.safetensors"))
+    watched = (Path(hostmods["folder_paths"].get_folder_paths("multires_embeddings")[0]),
+               hostmods["files"].checkpoint_root())
+    before = files_under(*watched)
+    with pytest.raises(hostmods["MrtiError"], match=message):
+        execute(hostmods, model, clip, vae, training_images(1), name="unfit", save_every=1, **values)
+    assert files_under(*watched) == before
+
+
 # ---- cancel, checkpoint, resume ----------------------------------------------------------------------------
 
 def test_cancel_leaves_a_checkpoint_and_resuming_equals_a_straight_run(hostmods, models):

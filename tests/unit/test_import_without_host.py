@@ -9,7 +9,7 @@ PROBE = """
 import importlib.util, sys
 assert importlib.util.find_spec("comfy") is None, "this probe needs an environment without ComfyUI"
 import mrti, mrti.concept_file, mrti.prompt_syntax, mrti.schedule, mrti.step_ranges, mrti.reference_import
-import mrti.training.run, mrti.ti_export
+import mrti.training.run, mrti.ti_export, mrti.ti_import, mrti.safe_pickle
 host = sorted(m for m in sys.modules if m.split(".")[0] in
               {"comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "server", "execution"})
 assert not host, host

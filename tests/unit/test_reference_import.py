@@ -233,13 +233,13 @@ def test_sparse_table_is_refused_naming_the_file(tmp_path):
 
 
 def test_old_format_pickles_are_size_capped(tmp_path, monkeypatch):
-    import mrti.reference_import as reference_import
+    import mrti.safe_pickle as safe_pickle
 
     folder = write_reference_folder(tmp_path / "legacy", torch.zeros(3, 768))
     weights = folder / "text_encoder" / "pytorch_model.bin"
     torch.save({EMBEDDING_KEY: torch.zeros(13, 768)}, weights, _use_new_zipfile_serialization=False)
     assert import_reference_folder(folder).num_scales == 3  # read whole, within the cap
-    monkeypatch.setattr(reference_import, "MAX_LEGACY_PICKLE_BYTES", weights.stat().st_size - 1)
+    monkeypatch.setattr(safe_pickle, "MAX_LEGACY_PICKLE_BYTES", weights.stat().st_size - 1)
     with pytest.raises(ConceptFileError, match=r"old \(pre-zip\) PyTorch format"):
         import_reference_folder(folder)
 
