@@ -142,8 +142,20 @@ def trainer_loop(package, model, clip, vae, pixels, opts, total_steps: int) -> l
         name="bench", init_word="dog", templates=(TEMPLATE,), num_scales=opts.num_scales, steps=total_steps,
         batch_size=opts.batch, gradient_accumulation=1, learning_rate=5e-4, scale_lr=False, seed=0, save_every=0,
         image_size=opts.size, precision=opts.precision)
-    result = package.nodes.train_run.run_training(model, clip, vae, pixels, config, overwrite=True)
-    return result.step_seconds
+    # Each step's time as the trainer reports it to its progress bar.
+    host_class = package.nodes.train_run._Host
+    report_progress, seconds = host_class.progress, []
+
+    def timed(host, report, state):
+        seconds.append(report.seconds)
+        report_progress(host, report, state)
+
+    host_class.progress = timed
+    try:
+        package.nodes.train_run.run_training(model, clip, vae, pixels, config, overwrite=True)
+    finally:
+        host_class.progress = report_progress
+    return seconds
 
 
 def child(opts) -> dict:
@@ -152,7 +164,7 @@ def child(opts) -> dict:
     from harness import host
 
     base = Path(tempfile.mkdtemp(prefix="mrti-train-bench-"))
-    host.boot(base)
+    host.boot(base, cpu=not torch.cuda.is_available())
     from comfy.cli_args import args
 
     args.fp32_text_enc = True  # fp32 throughout: the host would keep the text encoder in fp16 on the CPU

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,25 +23,20 @@ from . import routes, train_files
 from .clip_slots import encoder_widths
 from .model_support import check_trainable
 from .train_host import HostObjective, PromptTokens, init_vectors, typical_word_lengths
-from .train_patches import frozen, gradient_checkpointing, make_autograd_safe, out_of_place_clip
+from .train_patches import (cast_weights_not_kept, frozen, gradient_checkpointing, make_autograd_safe,
+                            out_of_place_clip)
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVENT = "mrti.train.progress"
 
 
-@dataclass
-class TrainResult(RunResult):
-    step_seconds: list[float] = field(default_factory=list)  # for bench/train_throughput.py
-
-
 def run_training(model, clip, vae, images, config: TrainingConfig, *, resume: str = "none",
-                 overwrite: bool = False, node_id: str | None = None) -> TrainResult:
+                 overwrite: bool = False, node_id: str | None = None) -> RunResult:
     """Train, checkpoint and save; the host runs nodes in inference mode, which training must leave."""
     host = _Host(model, clip, vae, config, node_id)
     with torch.inference_mode(False):
-        result = train(config, images, host, _Files(config.name), resume=resume, overwrite=overwrite)
-    return TrainResult(**vars(result), step_seconds=host.seconds)
+        return train(config, images, host, _Files(config.name), resume=resume, overwrite=overwrite)
 
 
 class _Files:
@@ -75,7 +69,6 @@ class _Host:
         self.server = routes.prompt_server()
         self.bar = None
         self.patcher = None
-        self.seconds: list[float] = []
 
     def check_model(self) -> dict[str, int]:
         check_trainable(self.model)
@@ -100,7 +93,6 @@ class _Host:
             self.server.send_progress_text(text, self.node_id, getattr(self.server, "client_id", None))
 
     def progress(self, report: StepReport, state: TrainingState) -> None:
-        self.seconds.append(report.seconds)
         self.bar.update_absolute(report.step, report.total)
         if self.server is None:
             return
@@ -132,7 +124,8 @@ class _Host:
     @contextlib.contextmanager
     def training(self):
         with frozen(self.patcher.model, self.clip.cond_stage_model), out_of_place_clip(self.clip), \
-                gradient_checkpointing(self.patcher.model.diffusion_model, self.config.gradient_checkpointing):
+                gradient_checkpointing(self.patcher.model.diffusion_model, self.config.gradient_checkpointing), \
+                cast_weights_not_kept():
             yield
 
     def check_interrupt(self) -> None:
