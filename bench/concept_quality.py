@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from bench.charts import Panel, save_figure
 from mrti.training.plots import moving_average
 from mrti.training.timesteps import BAND_WIDTH
@@ -289,17 +291,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=concepts.TrainingRecipe.steps, help="training steps per run")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per timestep sampler")
     parser.add_argument("--figures", type=Path, default=None, help="write the plots into this folder")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_OUT, help="the toy-world checkpoint to use")
     opts = parser.parse_args()
 
     from harness import host
 
     base = Path(tempfile.mkdtemp(prefix="mrti-concepts-"))
-    host.boot(base)
-    pack = host.load_package(base, {"toy": DEFAULT_OUT})
+    host.boot(base, cpu=not torch.cuda.is_available())
+    pack = host.load_package(base, {"toy": opts.checkpoint})
     import comfy.utils
 
     comfy.utils.PROGRESS_BAR_ENABLED = False
-    bench = Bench(pack, *concepts.host_sampling.load_checkpoint(DEFAULT_OUT),
+    bench = Bench(pack, *concepts.host_sampling.load_checkpoint(opts.checkpoint),
                   recipe=concepts.TrainingRecipe(steps=opts.steps))
     started = time.perf_counter()
     if opts.part in ("learning", "all"):

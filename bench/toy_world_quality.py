@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from toyworld import host_sampling, reader, world
@@ -80,7 +81,7 @@ def main() -> None:
 
     from harness import host
 
-    host.boot(Path(tempfile.mkdtemp(prefix="mrti-toyworld-")))
+    host.boot(Path(tempfile.mkdtemp(prefix="mrti-toyworld-")), cpu=not torch.cuda.is_available())
     import comfy.utils
 
     comfy.utils.PROGRESS_BAR_ENABLED = False  # one sampler bar per picture would bury the tables
@@ -91,25 +92,13 @@ def main() -> None:
     print(match_table(f"attribute reader on {opts.reader_pictures} generator pictures", clean))
     print(match_table("the same pictures after the host's VAEEncode + VAEDecode", trip))
 
-    rng = random.Random(opts.seed)
-    held_out = world.held_out_combinations()
-    negative = host_sampling.encode(clip, settings.negative)
-    hits, pictures, labels = Counter(), [], []
     start = time.perf_counter()
-    for i in range(opts.captions):
-        truth = rng.choice(held_out)
-        text = world.caption(truth)
-        picture = host_sampling.sample(model, vae, host_sampling.encode(clip, text), negative, opts.seed + i, settings)
-        hits.update(k for k, ok in reader.read(picture).matches(truth).items() if ok)
-        if len(pictures) < 16:
-            pictures.append(picture)
-            labels.append(text)
+    match = host_sampling.caption_match(model, clip, vae, opts.captions, opts.seed, settings)
     seconds = time.perf_counter() - start
-    rates = {a: hits[a] / opts.captions for a in world.ATTRIBUTES}
     print(match_table(f"{opts.captions} held-out captions, {opts.steps} steps {opts.sampler}/{opts.scheduler}, "
-                      f"cfg {opts.cfg} ({seconds / opts.captions:.2f} s per picture)", rates, GOALS))
+                      f"cfg {opts.cfg} ({seconds / opts.captions:.2f} s per picture)", match.rates, GOALS))
     if opts.grid:
-        labelled_grid(pictures, labels).save(opts.grid)
+        labelled_grid(match.pictures, match.labels).save(opts.grid)
         print(f"grid: {opts.grid}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import types
 from pathlib import Path
 
 from toyworld import model as toyworld_model
@@ -17,18 +18,20 @@ from .server import PACKAGE_LINK_NAME, prepare_base_directory
 _booted: Path | None = None
 
 
-def boot(base: Path) -> Path:
-    """Import the host on the CPU with `base` as its base directory; returns the base actually in use
-    (the first call's: the host's folder paths cannot move once imported)."""
+def boot(base: Path, cpu: bool = True) -> Path:
+    """Import the host with `base` as its base directory, on the CPU unless `cpu` is False (then the host
+    picks its device as main.py would); returns the base actually in use (the first call's: the host's
+    folder paths cannot move once imported)."""
     global _booted
     if _booted is not None:
         return _booted
+    _without_video_library()
     comfy_dir = str(comfy_runtime.comfyui_path())
     if comfy_dir not in sys.path:
         sys.path.insert(0, comfy_dir)
     from comfy.cli_args import args
 
-    args.cpu = True
+    args.cpu = cpu
     args.base_directory = str(base)
     import folder_paths  # noqa: F401  (reads args.base_directory on import)
     # As the host's main.py does: its `utils` package must be imported before `nodes` puts comfy/ (which
@@ -39,6 +42,18 @@ def boot(base: Path) -> Path:
     toyworld_model.register()
     _booted = base
     return base
+
+
+def _without_video_library() -> None:
+    """The host's API module imports PyAV for its video types, which nothing here uses; on a machine without
+    PyAV (a lent GPU machine running the benchmarks) an empty stand-in lets the host import."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        for name in ("av", "av.container", "av.subtitles", "av.subtitles.stream"):
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["av.container"].InputContainer = object
+        sys.modules["av.subtitles.stream"].SubtitleStream = object
 
 
 def load_package(base: Path, checkpoints: dict[str, Path]):

@@ -112,6 +112,14 @@ def world_pictures(count: int, seed: int, combinations) -> tuple[list[world.Attr
     return attrs, pixels
 
 
+def training_set(s: BuildSettings) -> tuple[list[world.Attributes], np.ndarray, list[str]]:
+    """The UNet's training pictures with their labels and captions (some left empty for guidance)."""
+    attrs, pixels = world_pictures(s.pictures, s.seed, world.training_combinations())
+    rng = random.Random(s.seed + 7)
+    captions = ["" if rng.random() < s.empty_caption else world.caption(a, rng, s.caption_drop) for a in attrs]
+    return attrs, pixels, captions
+
+
 def _init_default(module: torch.nn.Module) -> None:
     """The host builds layers without initialising them; give every layer torch's default initialisation."""
     for m in module.modules():
@@ -286,9 +294,16 @@ def train_unet(unet: torch.nn.Module, model_sampling, latents: torch.Tensor, enc
     (it must leave `unet` as it found it). `stop_after` ends the run early and returns None: enough to
     compare a build's loss log with an earlier one's without waiting for the whole schedule."""
     torch.manual_seed(s.seed + 5)
+    # Every random draw comes from this CPU generator, so a run on another device draws the same batches,
+    # timesteps and noise as the CPU build.
     gen = torch.Generator().manual_seed(s.seed + 6)
+    device = next(unet.parameters()).device
     opt = torch.optim.AdamW(unet.parameters(), lr=s.unet_lr, weight_decay=0.01)
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+    # The state dict's tensors share storage with the UNet's, so one list serves every step.
+    averaged = [k for k, v in unet.state_dict().items() if v.is_floating_point()]
+    live = [unet.state_dict()[k] for k in averaged]
+    smooth = [ema[k] for k in averaged]
     sigmas = model_sampling.sigmas.float()
     start = time.time()
     unet.train()
@@ -297,14 +312,14 @@ def train_unet(unet: torch.nn.Module, model_sampling, latents: torch.Tensor, enc
         for group in opt.param_groups:
             group["lr"] = max(lr, s.unet_lr * 0.05)
         idx = torch.randint(0, len(latents), (s.unet_batch,), generator=gen)
-        x0 = latents[idx]
-        context = encodings[caption_index[idx]].float()
+        x0 = latents[idx].to(device)
+        context = encodings[caption_index[idx]].to(device).float()
         t = torch.randint(0, len(sigmas), (s.unet_batch,), generator=gen)
-        sigma = sigmas[t].view(-1, 1, 1, 1)
-        noise = torch.randn(x0.shape, generator=gen)
+        sigma = sigmas[t].view(-1, 1, 1, 1).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
         # The host's eps model input: (x0 + sigma * noise) / sqrt(sigma^2 + 1), at timestep t.
         xc = (x0 + sigma * noise) / torch.sqrt(sigma ** 2 + 1)
-        pred = unet(xc, t.float(), context=context)
+        pred = unet(xc, t.float().to(device), context=context)
         snr = 1 / sigma.view(-1) ** 2
         weight = torch.clamp(snr, max=s.min_snr) / snr
         loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
@@ -314,9 +329,8 @@ def train_unet(unet: torch.nn.Module, model_sampling, latents: torch.Tensor, enc
         opt.step()
         decay = min(s.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for k, v in unet.state_dict().items():
-                if v.is_floating_point():
-                    ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+            torch._foreach_mul_(smooth, decay)
+            torch._foreach_add_(smooth, live, alpha=1 - decay)
         if step % 100 == 0 or step == s.unet_steps - 1:
             log.info("unet step %d/%d loss %.4f lr %.2e (%.0f s)", step, s.unet_steps, loss.item(), lr,
                      time.time() - start)
@@ -331,6 +345,18 @@ def train_unet(unet: torch.nn.Module, model_sampling, latents: torch.Tensor, enc
     return ema
 
 
+def untrained_model(s: BuildSettings):
+    """(host model config, host model) with the UNet at its seeded starting weights."""
+    model_config = toy_model.register()(dict(toy_model.UNET))
+    model = model_config.get_model({})
+    torch.manual_seed(s.seed + 4)
+    _init_default(model.diffusion_model)
+    with torch.no_grad():
+        for p in model.diffusion_model.out[-1].parameters():
+            p.zero_()  # the usual zero-initialised output layer
+    return model_config, model
+
+
 # ---- the command ----------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -338,6 +364,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "toyworld-build")
     parser.add_argument("--unet-steps", type=int, default=BuildSettings.unet_steps)
+    parser.add_argument("--ema-restart-every", type=int, default=BuildSettings.ema_restart_every)
     parser.add_argument("--ae-steps", type=int, default=BuildSettings.ae_steps)
     parser.add_argument("--pictures", type=int, default=BuildSettings.pictures)
     parser.add_argument("--snapshot-every", type=int, default=0,
@@ -346,7 +373,8 @@ def main(argv=None) -> int:
                         help="stop the UNet training after this step, writing nothing (to compare loss logs)")
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    settings = BuildSettings(unet_steps=opts.unet_steps, ae_steps=opts.ae_steps, pictures=opts.pictures)
+    settings = BuildSettings(unet_steps=opts.unet_steps, ae_steps=opts.ae_steps, pictures=opts.pictures,
+                             ema_restart_every=opts.ema_restart_every)
     work = opts.work
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -354,23 +382,13 @@ def main(argv=None) -> int:
     from harness import host
 
     host.boot(work / "host")
-    config_class = toy_model.register()
-    model_config = config_class(dict(toy_model.UNET))
-    model = model_config.get_model({})
-    torch.manual_seed(settings.seed + 4)
-    _init_default(model.diffusion_model)
-    with torch.no_grad():
-        for p in model.diffusion_model.out[-1].parameters():
-            p.zero_()  # the usual zero-initialised output layer
+    model_config, model = untrained_model(settings)
     clip, token_ids = build_text_encoder(model_config, settings.seed + 1)
     log.info("text encoder: %d trained token rows", len(token_ids))
 
-    combos = world.training_combinations()
-    rng = random.Random(settings.seed + 7)
-    attrs, pixels = world_pictures(settings.pictures, settings.seed, combos)
-    captions = ["" if rng.random() < settings.empty_caption else world.caption(a, rng, settings.caption_drop)
-                for a in attrs]
-    log.info("%d pictures of %d combinations (%.0f s)", len(attrs), len(combos), time.time() - started)
+    attrs, pixels, captions = training_set(settings)
+    log.info("%d pictures of %d combinations (%.0f s)", len(attrs), len(world.training_combinations()),
+             time.time() - started)
 
     # Stage results are kept under a key of every setting they depend on (all but the UNet's), so a
     # changed setting never reuses a stale one.

@@ -6,14 +6,16 @@ as the host's executor runs them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import model as toy_model
-from . import world
+from . import reader, world
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,36 @@ def round_trip(vae, pixels: np.ndarray) -> np.ndarray:
     image = torch.from_numpy(pixels).float().unsqueeze(0) / 255
     latent = nodes.VAEEncode().encode(vae, image)[0]
     return nodes.VAEDecode().decode(vae, latent)[0][0].cpu().numpy()
+
+
+@dataclass
+class CaptionMatch:
+    """How often pictures drawn from held-out captions show what their captions say."""
+    captions: int
+    rates: dict[str, float]
+    shape_reads: dict[str, Counter] = field(default_factory=dict)  # true shape -> what the reader saw
+    pictures: list[np.ndarray] = field(default_factory=list)  # the first few, for a grid
+    labels: list[str] = field(default_factory=list)
+
+
+def caption_match(model, clip, vae, captions: int, seed: int, s: SamplerSettings = SamplerSettings(),
+                  keep: int = 16) -> CaptionMatch:
+    """One picture per caption of `captions` held-out attribute combinations (drawn with `seed`, picture i
+    sampled with seed `seed + i`), each read back with the attribute reader."""
+    rng = random.Random(seed)
+    held_out = world.held_out_combinations()
+    negative = encode(clip, s.negative)
+    hits = Counter()
+    result = CaptionMatch(captions, {}, {shape: Counter() for shape in world.SHAPES})
+    for i in range(captions):
+        truth = rng.choice(held_out)
+        text = world.caption(truth)
+        picture = sample(model, vae, encode(clip, text), negative, seed + i, s)
+        reading = reader.read(picture)
+        hits.update(k for k, ok in reading.matches(truth).items() if ok)
+        result.shape_reads[truth.shape][str(reading.shape)] += 1
+        if len(result.pictures) < keep:
+            result.pictures.append(picture)
+            result.labels.append(text)
+    result.rates = {a: hits[a] / captions for a in world.ATTRIBUTES}
+    return result

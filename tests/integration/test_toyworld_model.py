@@ -60,15 +60,12 @@ def test_autoencoder_round_trip_keeps_every_attribute(toy):
 @pytest.mark.slow
 def test_held_out_captions_are_drawn_as_written(toy):
     model, clip, vae = toy
-    rng = random.Random(0)
-    held_out = world.held_out_combinations()
-    negative = host_sampling.encode(clip, "")
-    hits = Counter()
     count = 16
-    for i in range(count):
-        truth = rng.choice(held_out)
-        picture = host_sampling.sample(model, vae, host_sampling.encode(clip, world.caption(truth)), negative, i)
-        hits.update(a for a, ok in reader.read(picture).matches(truth).items() if ok)
+    match = host_sampling.caption_match(model, clip, vae, count, seed=0, keep=4)
     for attr in world.COARSE:
-        assert hits[attr] >= 0.75 * count, (attr, hits)
-    assert hits["texture"] >= 0.4 * count, hits
+        assert match.rates[attr] >= 0.75, (attr, match.rates)
+    assert match.rates["texture"] >= 0.4, match.rates
+    # The shape tally holds every picture once, and its diagonal is the shape match.
+    assert sum(sum(reads.values()) for reads in match.shape_reads.values()) == count
+    assert sum(match.shape_reads[s][s] for s in world.SHAPES) == round(match.rates["shape"] * count)
+    assert len(match.pictures) == len(match.labels) == 4
