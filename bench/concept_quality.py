@@ -16,10 +16,12 @@ that toyworld.reader reads back. Parts:
   final match, the measured g(t), and the speed of training and sampling.
 - contrasts (not part of `all`): the differences between modes that tests/integration/test_toyworld_modes.py
   asserts, for each concept and training seed, so that the test's margins are measured ones.
+- probe (not part of `all`): what tests/e2e/test_toyworld_training.py trains and reads (`bsd`, 120 steps,
+  8 samples of seed 1), for several training seeds, so that its margins are measured ones too.
 
-    .venv/bin/python -m bench.concept_quality [learning|scales|sampling|all] [--figures docs/images]
+    .venv/bin/python -m bench.concept_quality [learning|scales|sampling|contrasts|probe|all] [--figures docs/images]
 
-`all` takes about an hour on a 2-core CPU (62 minutes measured); `contrasts` about a quarter of an hour.
+`all` takes 24 minutes on a 2-core CPU with nothing else running; `contrasts` 11, `probe` a few.
 """
 from __future__ import annotations
 
@@ -272,6 +274,32 @@ def contrasts(bench: Bench, samples: int, seeds: int) -> None:
         print(f"  {name:8s}{seed:>5d}" + "".join(f"{v:>30.2f}" for v in values.values()))
 
 
+PROBE_CONCEPT, PROBE_STEPS, PROBE_SAMPLES = "bsd", 120, 8
+
+
+def probe(bench: Bench, seeds: int) -> None:
+    """The end-to-end learning test's run, per training seed: init word against the trained tags."""
+    truth = concepts.CONCEPTS[PROBE_CONCEPT]
+    print(f"\n== probe: {PROBE_CONCEPT} = {world.caption(truth)}, {PROBE_STEPS} steps, {PROBE_SAMPLES} samples "
+          f"(seed 1), training seeds 0..{seeds - 1}")
+    print(f"  {'prompt':26s}{'seed':>5s}" + "".join(f"{a[:7]:>8s}" for a in world.ATTRIBUTES) + "  coarse mean")
+
+    def row(label: str, seed: str, rates: dict[str, float]) -> None:
+        print(f"  {label:26s}{seed:>5s}" + "".join(f"{rates[a]:>8.2f}" for a in world.ATTRIBUTES)
+              + f"{_coarse(rates):>13.2f}")
+
+    first = bench.train(PROBE_CONCEPT, replace(bench.recipe, steps=PROBE_STEPS, seed=0), "probe_s0")
+    row("a photo of a " + concepts.INIT_WORD, "-",
+        concepts.share_matching(bench.read(first, f"a photo of a {concepts.INIT_WORD}", PROBE_SAMPLES), truth))
+    for tag in ("<S|0|>", "<S[0]>", "<S|9|>"):
+        for seed in range(seeds):
+            name = f"probe_s{seed}"
+            trained = bench.train(PROBE_CONCEPT, replace(bench.recipe, steps=PROBE_STEPS, seed=seed), name)
+            text = "a photo of " + tag.replace("S", name)
+            row(f"a photo of {tag}" if seed == 0 else "", str(seed),
+                concepts.share_matching(bench.read(trained, text, PROBE_SAMPLES), truth))
+
+
 def speed(bench: Bench) -> None:
     print("\n== speed on this machine")
     for label, steps, seconds in bench.train_seconds:
@@ -285,7 +313,7 @@ def speed(bench: Bench) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", choices=("learning", "scales", "sampling", "contrasts", "all"), default="all")
+    parser.add_argument("part", nargs="?", choices=("learning", "scales", "sampling", "contrasts", "probe", "all"), default="all")
     parser.add_argument("--samples", type=int, default=None,
                         help="samples per prompt (default: 32 for learning, 8 for the others)")
     parser.add_argument("--steps", type=int, default=concepts.TrainingRecipe.steps, help="training steps per run")
@@ -313,6 +341,8 @@ def main() -> None:
         sampling(bench, opts.samples or 8, opts.seeds, opts.figures)
     if opts.part == "contrasts":
         contrasts(bench, opts.samples or 16, opts.seeds)
+    if opts.part == "probe":
+        probe(bench, opts.seeds)
     speed(bench)
     print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min")
 

@@ -5,8 +5,8 @@ look, where the init word draws something else.
 The tag is `<S[0]>`, every bucket its own embedding. `<S|0|>` is not a fair probe of learning: its finest
 embedding, trained only on the last tenth of the noise levels, carries almost none of the coarse look
 (measured in the README, "Training a concept on it"). The attribute reader (toyworld/reader.py) reads the
-saved pictures. Measured over three training seeds at 120 steps: the init word matches 12 % of the coarse
-attributes, the trained tag 69 ... 91 %.
+saved pictures. Measured over three training seeds at 120 steps (`python -m bench.concept_quality probe`):
+the init word matches 16 % of the coarse attributes, the trained tag 97 ... 100 %.
 """
 from __future__ import annotations
 
@@ -61,4 +61,4 @@ def test_a_short_training_run_makes_the_tag_draw_the_concept(server, client):
     assert before.ok and after.ok, (before.error_message(), after.error_message())
     init_match = coarse_match(read_images(server, before), truth)
     trained_match = coarse_match(read_images(server, after), truth)
-    assert trained_match >= init_match + 0.4 and trained_match >= 0.6, (init_match, trained_match)
+    assert trained_match >= init_match + 0.5 and trained_match >= 0.8, (init_match, trained_match)
