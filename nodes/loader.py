@@ -29,9 +29,9 @@ def entry_path(entry: str):
 def load_entry(entry: str, name: str = ""):
     """Load a dropdown entry (concept file, reference folder or ordinary embedding) as a Concept named `name`
     or its stem. An ordinary embedding becomes a concept of one scale (mrti/ti_import.py says why)."""
+    path = entry_path(entry)
     if embedding_files.is_option(entry):
-        return import_ti_file(embedding_files.resolve(entry), name=name.strip() or None)
-    path = model_folders.resolve_entry(entry)
+        return import_ti_file(path, name=name.strip() or None)
     default_name = path.name if path.is_dir() else path.stem
     chosen = validate_concept_name(name.strip() or default_name)
     if path.is_dir():
