@@ -122,3 +122,64 @@ def write_code_carrying_embedding(path: Path, marker: Path, plain_pickle: bool =
     else:
         torch.save(state, path)
     return path
+
+
+# ---- hostile pickles: what unpickling would build, and what torch would allocate, before any check -------
+
+_LEGACY_HEAD_VALUES = (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True,
+                                                      "type_sizes": {"short": 2, "int": 4, "long": 4}})
+
+
+def write_legacy_pickle(path: Path, body: bytes) -> Path:
+    """An old-format torch.save file whose object pickle is `body`, with no tensor data."""
+    import pickle
+
+    head = b"".join(pickle.dumps(value, protocol=2) for value in _LEGACY_HEAD_VALUES)
+    path.write_bytes(head + body + pickle.dumps([], protocol=2))
+    return path
+
+
+def write_zip_pickle(path: Path, body: bytes) -> Path:
+    """A torch.save-style zip archive (stored members) whose `data.pkl` is `body`."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(f"{path.stem}/data.pkl", body)
+        archive.writestr(f"{path.stem}/byteorder", "little")
+        archive.writestr(f"{path.stem}/version", "3\n")
+    return path
+
+
+def empty_set_flood(count: int) -> bytes:
+    """A pickle of `count` EMPTY_SET instructions: one byte each in the file, a 216-byte set each once built."""
+    return b"\x80\x02" + b"\x8f" * count + b"."
+
+
+def write_empty_set_bomb(path: Path, size: int = 16_800_000, zipped: bool = False) -> Path:
+    """The embedding of the issue: `size` bytes that weights_only unpickling turns into ~240 times as much."""
+    body = empty_set_flood(size)
+    return write_zip_pickle(path, body) if zipped else write_legacy_pickle(path, body)
+
+
+def write_storage_claim(path: Path, numel: int, zipped: bool = False) -> Path:
+    """An A1111 embedding whose one tensor storage declares `numel` values while the file holds 768."""
+    import zipfile
+
+    state = {"string_to_param": {"*": torch.zeros(2, 384)}}
+    torch.save(state, path, _use_new_zipfile_serialization=zipped)
+    stored = b"M\x00\x03"  # BININT2 768: the storage's element count; no shape or stride holds 768
+    claim = b"J" + numel.to_bytes(4, "little") if numel < 2**31 else b"\x8a\x08" + numel.to_bytes(8, "little")
+    if not zipped:
+        data = path.read_bytes()
+        assert data.count(stored) == 1
+        path.write_bytes(data.replace(stored, claim))
+        return path
+    with zipfile.ZipFile(path) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for info, data in members:
+            if info.filename.endswith("/data.pkl"):
+                assert data.count(stored) == 1
+                data = data.replace(stored, claim)
+            archive.writestr(info.filename, data)
+    return path

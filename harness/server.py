@@ -127,6 +127,16 @@ class ComfyClient:
             raise RuntimeError(f"GET {path} -> {status}: {body}")
         return body
 
+    def concepts(self, timeout: float = 120) -> dict[str, dict]:
+        """entry -> summary from /mrti/concepts, asked again while the server is still reading some entries
+        (it answers those with "status": "checking" rather than hold the answer)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = {c["entry"]: c for c in self.get("/mrti/concepts")["concepts"]}
+            if not any(c.get("status") == "checking" for c in listed.values()) or time.monotonic() > deadline:
+                return listed
+            time.sleep(0.1)
+
     def get_bytes(self, path: str) -> bytes:
         with urllib.request.urlopen(self.base_url + path, timeout=30) as resp:
             return resp.read()

@@ -11,13 +11,25 @@ const DEFAULT_SCALES = 10;
 
 // ---- concept facts from the server (file -> N), refreshed when the graph is loaded or a dropdown opens --
 const conceptInfo = new Map();
-async function refreshConcepts() {
+// The server answers "checking" for files it has not read yet rather than hold the answer: ask again, less
+// often as it goes on (many new files can take the server a while), and stop after a minute or so.
+const RECHECK_FIRST_MS = 250;
+const RECHECK_MAX_MS = 4000;
+const RECHECK_TRIES = 20;
+let recheckTimer = null;
+async function refreshConcepts(attempt = 0) {
+  clearTimeout(recheckTimer);
+  recheckTimer = null;
   try {
     const response = await api.fetchApi("/mrti/concepts");
     const body = await response.json();
     conceptInfo.clear();
     for (const c of body.concepts) conceptInfo.set(c.entry, c);
     app.graph?.setDirtyCanvas(true, false);
+    if (body.concepts.some((c) => c.status === "checking") && attempt < RECHECK_TRIES) {
+      const delay = Math.min(RECHECK_FIRST_MS * 2 ** attempt, RECHECK_MAX_MS);
+      recheckTimer = setTimeout(() => refreshConcepts(attempt + 1), delay);
+    }
   } catch (err) {
     console.warn("[mrti] could not read /mrti/concepts:", err);
   }
@@ -47,7 +59,8 @@ function upstreamConcepts(node) {
       const entry = widget(source, "concept")?.value ?? "";
       const name = (widget(source, "name")?.value ?? "").trim() || stem(entry);
       const info = conceptInfo.get(entry);
-      // A file the server says the loader refuses is shown as broken, never drawn with a guessed N.
+      // A file the server says the loader refuses is shown as broken, never drawn with a guessed N; one it is
+      // still checking ("status": "checking") has no facts yet and is drawn like an unknown one.
       out[name] ??= info?.error
         ? { numScales: DEFAULT_SCALES, untrained: new Set(), broken: info.error }
         : { numScales: info?.num_scales ?? DEFAULT_SCALES, untrained: new Set(info?.untrained ?? []) };

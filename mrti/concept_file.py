@@ -30,6 +30,7 @@ from .concept import (
     validate_concept_name,
 )
 from .errors import ConceptFileError, MrtiError, shown
+from .file_kinds import regular_file_stat
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +90,12 @@ def save_concept(concept: Concept, path: PathArg, *, overwrite: bool = False) ->
     return target
 
 
-def _check_readable_file(path: Path) -> None:
-    if not path.exists():
-        raise ConceptFileError(path, "file does not exist")
-    if path.is_dir():
-        raise ConceptFileError(path, "is a folder, not a concept file")
-    if path.stat().st_size == 0:
+def _check_readable_file(path: Path) -> int:
+    """The file's size, after refusing what is no regular file or is empty."""
+    size = regular_file_stat(path).st_size
+    if size == 0:
         raise ConceptFileError(path, "file is empty; it is not a valid safetensors file")
+    return size
 
 
 def _not_safetensors(path: Path, exc: Exception) -> ConceptFileError:
@@ -114,12 +114,29 @@ class TensorEntry:
     shape: list[int]
 
 
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # safetensors' own parser refuses some repeated keys and keeps the last of others, and Python's json
+    # keeps the last of all: refusing every repetition is the one reading that both the listing and the
+    # loader (which reads the header here, then the tensors through safetensors) can share.
+    found: dict[str, object] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKey(key)
+        found[key] = value
+    return found
+
+
 def read_safetensors_header(file: Path) -> tuple[dict[str, str], dict[str, TensorEntry]]:
     """The metadata and tensor table of a safetensors file, read with plain file reads and checked
     against the file's size; nothing is memory-mapped and no tensor byte is read."""
-    _check_readable_file(file)
+    size = _check_readable_file(file)
     try:
-        size = file.stat().st_size
         with file.open("rb") as handle:
             prefix = handle.read(8)
             declared = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
@@ -130,7 +147,10 @@ def read_safetensors_header(file: Path) -> tuple[dict[str, str], dict[str, Tenso
     except OSError as exc:
         raise ConceptFileError(file, f"cannot read file: {exc.strerror or exc}") from exc
     try:
-        header = json.loads(raw)
+        header = json.loads(raw, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as exc:
+        raise _not_safetensors(file, f"its header lists the key {shown(exc.key)} twice, so which of the two "
+                                     "values holds is not clear") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _not_safetensors(file, f"its header is not JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -139,7 +159,7 @@ def read_safetensors_header(file: Path) -> tuple[dict[str, str], dict[str, Tenso
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                  for k, v in metadata.items()):
         raise _not_safetensors(file, "its metadata is not a map of strings to strings")
-    entries, data_bytes, end = {}, size - 8 - declared, 0
+    entries, data_bytes, spans = {}, size - 8 - declared, []
     for key, entry in header.items():
         try:
             dtype, shape, (begin, stop) = entry["dtype"], list(entry["shape"]), entry["data_offsets"]
@@ -157,10 +177,21 @@ def read_safetensors_header(file: Path) -> tuple[dict[str, str], dict[str, Tenso
             raise _not_safetensors(file, f"tensor {shown(key)} declares {stop - begin} bytes, beyond the "
                                          f"{data_bytes} bytes of data the file holds")
         entries[key] = TensorEntry(dtype, shape)
-        end = max(end, stop)
-    if end != data_bytes:  # as safetensors itself requires; a hole after the data is no concept
-        raise _not_safetensors(file, f"it holds {data_bytes - end} bytes after its last tensor")
+        spans.append((begin, stop, key))
+    _check_spans(file, sorted(spans), data_bytes)
     return metadata, entries
+
+
+def _check_spans(file: Path, spans: list[tuple[int, int, str]], data_bytes: int) -> None:
+    # As safetensors requires before it reads a tensor: the tensors tile the data, no overlap, no hole.
+    end = 0
+    for begin, stop, key in spans:
+        if begin != end:
+            where = "overlaps the tensor before it" if begin < end else f"leaves {begin - end} bytes unused before it"
+            raise _not_safetensors(file, f"tensor {shown(key)} begins at byte {begin} of the data and {where}")
+        end = stop
+    if end != data_bytes:
+        raise _not_safetensors(file, f"it holds {data_bytes - end} bytes after its last tensor")
 
 
 def peek_concept_header(path: PathArg) -> dict[str, str]:

@@ -97,14 +97,13 @@ def tag_runs(tag: ResolvedTag, step_timesteps: Sequence[int], interpolate: bool 
 def edited_word(name: str, runs: Sequence[tuple[int, int]]) -> str:
     """``<name>_s<i>`` for one run; ``[a:[b:c:M]:N]`` for several (the switch to run j at step k is
     written ``k - 1``, see the module docstring)."""
-    _, scale = runs[0]
-    word = export_stem(name, scale)
-    if len(runs) == 1:
-        return word
-    switch = runs[1][0]
-    if switch < 2:
-        raise MrtiError(f"a switch at step {switch} cannot be written as A1111 prompt editing")
-    return f"[{word}:{edited_word(name, runs[1:])}:{switch - 1}]"
+    for switch, _ in runs[1:]:
+        if switch < 2:
+            raise MrtiError(f"a switch at step {switch} cannot be written as A1111 prompt editing")
+    # Written outside in, without recursion: a concept of N scales can nest N edits.
+    opening = [f"[{export_stem(name, scale)}:" for _, scale in runs[:-1]]
+    closing = [f":{switch - 1}]" for switch, _ in reversed(runs[1:])]
+    return "".join([*opening, export_stem(name, runs[-1][1]), *closing])
 
 
 def edited_prompt(parsed: ParsedPrompt, tags: Sequence[ResolvedTag], step_timesteps: Sequence[int],
@@ -134,70 +133,68 @@ def a1111_prompt(text: str, num_scales_by_name: Mapping[str, int], default_mode:
 
 
 # ---- A model of A1111's prompt editing, for checking the prompts above (integer `when` only). ----
-
-def _split_top(body: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(body):
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-        elif char == ":" and depth == 0:
-            parts.append(body[start:i])
-            start = i + 1
-    parts.append(body[start:])
-    return parts
-
+# Iterative throughout: the prompts above nest one edit per scale change, a thousand deep for N = 1000.
 
 def _parse_edits(text: str) -> list:
     """Plain strings and ``(before, after, when)`` nodes, for ``[a:b:N]`` with integer N."""
-    out: list = []
-    i, plain = 0, []
-    while i < len(text):
-        if text[i] != "[":
-            plain.append(text[i])
-            i += 1
-            continue
-        depth, j = 0, i
-        while j < len(text):
-            depth += {"[": 1, "]": -1}.get(text[j], 0)
-            if depth == 0:
-                break
-            j += 1
-        if j == len(text):
-            raise MrtiError(f"unbalanced '[' at {i} in {text!r}")
-        pieces = _split_top(text[i + 1:j])
-        if len(pieces) != 3 or not pieces[2].strip().isdigit():
-            raise MrtiError(f"not an [a:b:N] edit: {text[i:j + 1]!r}")
+    root: list = []
+    current = root
+    open_edits: list[tuple[list, int, list[list]]] = []  # (the list it goes into, its '[' position, its parts)
+    plain: list[str] = []
+
+    def flush() -> None:
         if plain:
-            out.append("".join(plain))
-            plain = []
-        out.append((_parse_edits(pieces[0]), _parse_edits(pieces[1]), int(pieces[2])))
-        i = j + 1
-    if plain:
-        out.append("".join(plain))
-    return out
+            current.append("".join(plain))
+            plain.clear()
+
+    for i, char in enumerate(text):
+        if char == "[":
+            flush()
+            open_edits.append((current, i, [[]]))
+            current = open_edits[-1][2][-1]
+        elif char == ":" and open_edits:
+            flush()
+            open_edits[-1][2].append([])
+            current = open_edits[-1][2][-1]
+        elif char == "]" and open_edits:
+            flush()
+            parent, start, parts = open_edits.pop()
+            when = parts[2] if len(parts) == 3 else None
+            if when is None or len(when) != 1 or not isinstance(when[0], str) or not when[0].strip().isdigit():
+                raise MrtiError(f"not an [a:b:N] edit: {text[start:i + 1]!r}")
+            parent.append((parts[0], parts[1], int(when[0])))
+            current = parent
+        else:
+            plain.append(char)
+    if open_edits:
+        raise MrtiError(f"unbalanced '[' at {open_edits[-1][1]} in {text!r}")
+    flush()
+    return root
 
 
 def _whens(nodes: list, steps: int) -> set[int]:
-    found = set()
-    for node in nodes:
-        if isinstance(node, tuple):
-            when = min(steps, node[2])
-            if when >= 1:
-                found.add(when)
-            found |= _whens(node[0], steps) | _whens(node[1], steps)
+    found, pending = set(), [nodes]
+    while pending:
+        for node in pending.pop():
+            if isinstance(node, tuple):
+                when = min(steps, node[2])
+                if when >= 1:
+                    found.add(when)
+                pending += [node[0], node[1]]
     return found
 
 
 def _text_at(nodes: list, point: int, steps: int) -> str:
-    out = []
-    for node in nodes:
-        if isinstance(node, str):
+    out, pending = [], [iter(nodes)]
+    while pending:
+        node = next(pending[-1], None)
+        if node is None:
+            pending.pop()
+        elif isinstance(node, str):
             out.append(node)
         else:
             before, after, when = node
-            out.append(_text_at(before if point <= min(steps, when) else after, point, steps))
+            pending.append(iter(before if point <= min(steps, when) else after))
     return "".join(out)
 
 

@@ -173,6 +173,16 @@ def _scan_tag(text: str, start: int) -> ConceptTag:
     return ConceptTag(name, mode, resolution, text[start:pos + 1], start, pos + 1)
 
 
+EMBEDDING_WORD = "embedding:"
+
+
+def follows_embedding_word(text_before: str) -> bool:
+    """Whether what comes next is read by the host as the name after ``embedding:``. A concept tag there
+    becomes an ``embedding:`` word with no name, on which the host's tokenizer fails with "list index out
+    of range" (ComfyUI 0.3.75, sd1_clip `_try_get_embedding`)."""
+    return text_before.rstrip().endswith(EMBEDDING_WORD)
+
+
 def check_prompt_size(text: str) -> None:
     """Refuse prompts longer than MAX_PROMPT_LENGTH or nesting '(' deeper than MAX_NESTING."""
     if len(text) > MAX_PROMPT_LENGTH:
@@ -215,6 +225,10 @@ def parse_prompt(text: str) -> ParsedPrompt:
                 segments.append(joined)
             plain = []
             tag = _scan_tag(text, pos)
+            if follows_embedding_word(joined):
+                raise PromptSyntaxError(tag.text, tag.start, f"it follows '{EMBEDDING_WORD}', but a concept tag is "
+                                                             "not an embedding file name; write the tag without "
+                                                             f"'{EMBEDDING_WORD}' before it")
             segments.append(tag)
             pos = tag.end
             chunk_start = pos

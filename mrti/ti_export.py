@@ -9,8 +9,9 @@ read as a plain embedding:
   ComfyUI's two SDXL tokenizers and A1111/Forge look up.
 
 Such a file holds one embedding, so it reproduces the Fixed mode ``<name|i|>`` only; the scheduled modes
-need this pack. Header metadata (strings) records where the file came from. Writes are atomic and never
-replace an existing file unless asked; every target is checked before the first one is written.
+need this pack. Header metadata (strings) records where the file came from. A concept's files are written
+as one set (mrti/file_set.py): all of them or none, never mixed with an earlier set, never replacing an
+existing file unless asked; every target is checked before the first one is written.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from os import PathLike
 from pathlib import Path
 
 import torch
 from safetensors.torch import save as _serialize
 
-from .atomic_write import atomic_write_bytes
 from .concept import (
     Concept,
     ConceptSet,
@@ -32,8 +33,9 @@ from .concept import (
     family_for_widths,
     validate_concept_name,
 )
-from .concept_file import FILE_SUFFIX, FORMAT_VERSION
-from .errors import ConceptFileExistsError, MrtiError, shown
+from .concept_file import FILE_SUFFIX, FORMAT_VERSION, read_safetensors_header
+from .errors import ConceptFileError, ConceptFileExistsError, MrtiError, shown
+from .file_set import SetLock, publish_set
 
 logger = logging.getLogger(__name__)
 
@@ -146,25 +148,68 @@ def planned_files(concept: Concept, folder: PathArg) -> list[ExportedScale]:
             for i in range(concept.num_scales)]
 
 
-def export_concept(concept: Concept, folder: PathArg, *, overwrite: bool = False) -> list[ExportedScale]:
-    """Write every scale of ``concept`` into ``folder`` as ``<name>_s<i>.safetensors``.
+def lock_path(folder: PathArg, name: str) -> Path:
+    """The lock file held while the set of concept ``name`` is exported into ``folder``."""
+    return Path(folder) / f".{name}.export.lock"
 
-    Every target is checked before anything is written: without ``overwrite`` an existing file (or
-    anything else of that name) refuses the whole export, naming it; with it, only a folder does."""
-    family = export_family(concept)
-    plan = planned_files(concept, folder)
+
+def _earlier_scales(folder: Path, name: str, num_scales: int) -> list[Path]:
+    """Files of an earlier export of ``name`` beyond scale ``num_scales - 1`` (it had more scales): they
+    belong to the set the new one replaces. Known by their header, so no other file is ever counted."""
+    prefix = f"{name}_s"
+    found = []
+    for path in folder.glob(f"{glob_escape(prefix)}*{FILE_SUFFIX}"):
+        digits = path.name[len(prefix):-len(FILE_SUFFIX)]
+        if not digits.isdigit() or digits != str(int(digits)) or int(digits) < num_scales:
+            continue
+        try:
+            metadata, _ = read_safetensors_header(path)
+        except MrtiError:
+            continue
+        if metadata.get(KEY_SOURCE_CONCEPT) == name:
+            found.append(path)
+    return sorted(found, key=lambda p: int(p.name[len(prefix):-len(FILE_SUFFIX)]))
+
+
+def _replaced_files(plan: list[ExportedScale], folder: Path, name: str, overwrite: bool) -> list[Path]:
+    """The files the export replaces; refuses, naming the file, what it must not replace."""
+    replacing = []
     for item in plan:
         target = item.path
         if target.is_dir():
             raise ConceptFileExistsError(target, "a folder with that name exists; nothing was exported")
-        if not overwrite and (target.exists() or target.is_symlink()):
-            raise ConceptFileExistsError(target, "file already exists; nothing was exported (switch on "
-                                                 "overwrite to replace the exported set)")
+        if target.exists() or target.is_symlink():
+            if not overwrite:
+                raise ConceptFileExistsError(target, "file already exists; nothing was exported (switch on "
+                                                     "overwrite to replace the exported set)")
+            replacing.append(target)
+    earlier = _earlier_scales(folder, name, len(plan))
+    if earlier and not overwrite:
+        raise ConceptFileExistsError(earlier[0], f"an earlier export of {name!r} with more scales left this "
+                                                 "file; nothing was exported (switch on overwrite to replace "
+                                                 "the exported set as a whole)")
+    return replacing + earlier
+
+
+def export_concept(concept: Concept, folder: PathArg, *, overwrite: bool = False) -> list[ExportedScale]:
+    """Write every scale of ``concept`` into ``folder`` as ``<name>_s<i>.safetensors``, all or nothing.
+
+    Without ``overwrite`` an existing file (or anything else of that name) refuses the whole export, naming
+    it; with it, the earlier set is replaced as a whole, including the scales an earlier export of more
+    scales left, and only a folder in the way refuses. A failure part way leaves the folder as it was, and
+    a second export of the same name meanwhile (another thread or server) is refused, naming the lock."""
+    family = export_family(concept)
+    root = Path(folder)
+    plan = planned_files(concept, root)
     blobs = []
     for item in plan:  # every file serialised before the first one is written
         tensors, metadata = _scale_file(concept, item.index, family)
         blobs.append(_serialize(tensors, metadata=metadata))
-    for item, data in zip(plan, blobs):
-        atomic_write_bytes(item.path, data, overwrite=overwrite)
+    if not root.is_dir():
+        raise ConceptFileError(root, "cannot export: the folder does not exist")
+    with SetLock(lock_path(root, concept.name), f"export of {concept.name!r}"):
+        replacing = _replaced_files(plan, root, concept.name, overwrite)
+        publish_set(root, f"{concept.name}.export", [(item.path, data) for item, data in zip(plan, blobs)],
+                    replacing)
     logger.info("exported concept %r as %d textual-inversion files in %s", concept.name, len(plan), folder)
     return plan

@@ -37,6 +37,7 @@ from .concept import (
 )
 from .concept_file import FORMAT_VERSION, KEY_FORMAT_VERSION, read_safetensors_header
 from .errors import ConceptFileError, MrtiError, shown
+from .file_kinds import regular_file_stat
 from .safe_pickle import load_weights_only
 
 logger = logging.getLogger(__name__)
@@ -82,12 +83,7 @@ def init_word_of(path: PathArg) -> str:
 
 
 def _check_size(file: Path) -> None:
-    try:
-        if not file.is_file():
-            raise ConceptFileError(file, "does not exist" if not file.exists() else "is not a file")
-        size = file.stat().st_size
-    except OSError as exc:
-        raise ConceptFileError(file, f"cannot be read: {exc.strerror or exc}") from exc
+    size = regular_file_stat(file).st_size
     if size == 0:
         raise ConceptFileError(file, "file is empty")
     if size > MAX_TI_FILE_BYTES:

@@ -12,7 +12,7 @@ from ..mrti.concept import ConceptSet
 from ..mrti.errors import MrtiError
 from ..mrti.prompt_editing import EditedPrompt, a1111_prompt
 from ..mrti.prompt_syntax import Mode, Resolution
-from .model_support import standard_sampling, prompt_edges
+from .model_support import prompt_edges, standard_sampling
 
 # Samplers seen to call the model exactly once per step, at that step's sigma (host 0.3.75, counted in
 # tests/integration/test_ti_export_host.py). Others call it more often (heun, dpm_2, dpmpp_sde, ...):
@@ -40,6 +40,17 @@ class StepSchedule:
     table: str
 
 
+def _check_finite(step_sigmas: torch.Tensor, sampler_name: str, scheduler: str, steps: int) -> None:
+    # A NaN sigma maps to some timestep all the same (kl_optimal at 1 step gave timestep 0), and the
+    # prompt would be called exact for a run whose sampler computes nothing meaningful.
+    bad = (~torch.isfinite(step_sigmas)).nonzero().flatten().tolist()
+    if bad:
+        raise MrtiError(f"scheduler {scheduler} at {steps} step{'' if steps == 1 else 's'} (sampler {sampler_name}) "
+                        f"gives sigma {float(step_sigmas[bad[0]])} for step {bad[0]} in the host's own schedule: "
+                        "that run does not sample, so no A1111 prompt can match it; choose more steps or another "
+                        "scheduler")
+
+
 def step_schedule(model, sampler_name: str, scheduler: str, steps: int) -> StepSchedule:
     """The per-step sigmas and model timesteps of a full-denoise KSampler run (denoise 1.0)."""
     prompt_edges(model)  # refuses a model whose time is not the 0-999 step, naming it
@@ -57,6 +68,7 @@ def step_schedule(model, sampler_name: str, scheduler: str, steps: int) -> StepS
         if discard:
             sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
         step_sigmas = sigmas[:-1].detach().to("cpu", torch.float32)
+        _check_finite(step_sigmas, sampler_name, scheduler, steps)
         timesteps = sampling.timestep(step_sigmas.to(sampling.sigmas.device)).to("cpu")
     table_sigmas = sampling.sigmas.detach().to("cpu", torch.float32)
     where = ("the standard SD1/SD2/SDXL noise table (no MODEL connected)" if model is None

@@ -15,6 +15,7 @@ from pathlib import Path
 import folder_paths
 
 from ..mrti.errors import ConceptFileError, shown
+from ..mrti.file_kinds import regular_file_stat
 from ..mrti.ti_import import TI_SUFFIXES
 from . import model_folders
 
@@ -54,9 +55,8 @@ def resolve(option: str) -> Path:
     folders = folder_paths.get_folder_paths(FOLDER_NAME)
     for root in folders:
         candidate = Path(root) / normal
-        try:
-            if candidate.is_file():
-                return candidate
-        except (OSError, ValueError) as exc:  # a symlink loop, an unreadable folder, a NUL in the name
-            raise ConceptFileError(candidate, f"cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
+        if os.path.lexists(candidate):
+            # The host lists links that loop, pipes and devices too: say which, and never open them.
+            regular_file_stat(candidate)
+            return candidate
     raise ConceptFileError(option, f"no file {shown(relative)} in the {FOLDER_NAME} folders ({', '.join(folders)})")

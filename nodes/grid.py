@@ -15,6 +15,7 @@ from ..mrti.concept import ConceptSet
 from ..mrti.errors import MrtiError
 from ..mrti.grid import MAX_CELLS, MAX_GRID_ENCODINGS, GridLayout, grid_image, parse_modes, parse_resolutions
 from ..mrti.prompt_syntax import parse_prompt
+from . import host_contacts
 from .concept_type import MultiResConcepts
 from .model_support import prompt_edges
 from .prompt_encoding import encode_plan, plan_schedule
@@ -58,6 +59,7 @@ class MultiResGridPrompts(io.ComfyNode):
     @classmethod
     def execute(cls, clip, concepts: ConceptSet, text: str, modes: str, resolutions: str,
                 interpolate: bool, model=None) -> io.NodeOutput:
+        host_contacts.require(host_contacts.GRID, clip=clip, model=model)
         edges = prompt_edges(model)
         tags = parse_prompt(text).tags
         if not tags:

@@ -12,7 +12,7 @@ from ..mrti.errors import shown
 from ..mrti.reference_import import import_reference_folder, reference_files
 from ..mrti.ti_import import import_ti_file
 from ..mrti.training.timesteps import index_ranges
-from . import embedding_files, model_folders
+from . import embedding_files, host_contacts, model_folders
 from .checked_combo import CheckedCombo
 from .concept_type import MultiResConcepts
 
@@ -88,6 +88,7 @@ class MultiResEmbeddingLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, concept: str, name: str = "", concepts: ConceptSet | None = None) -> io.NodeOutput:
+        host_contacts.require(host_contacts.LOADER)
         loaded = load_entry(concept, name)
         if loaded.untrained_scales:
             log.warning("concept %r (%s): scale(s) %s of %d never received a training example and are still the "

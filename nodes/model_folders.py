@@ -6,13 +6,19 @@ folders (saved diffusers pipelines), listed by their path relative to the folder
 """
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 
 import folder_paths
 
 from ..mrti.errors import ConceptFileError
+from ..mrti.file_kinds import regular_file_stat, stat_or_refuse
 from ..mrti.reference_import import is_reference_folder
+from . import host_contacts
+
+log = logging.getLogger(__name__)
 
 FOLDER_NAME = "multires_embeddings"
 CONCEPT_EXTENSIONS = {".safetensors"}
@@ -21,6 +27,12 @@ CONCEPT_EXTENSIONS = {".safetensors"}
 def register() -> None:
     default = os.path.join(folder_paths.models_dir, FOLDER_NAME)
     folder_paths.add_model_folder_path(FOLDER_NAME, default, is_default=True)
+    # At package load a changed table must not stop the pack from loading: the folder then lists every
+    # file, and the nodes that read it refuse to run, naming the change.
+    problem = host_contacts.broken("folder_paths.folder_names_and_paths")
+    if problem is not None:
+        log.warning("%s", problem)
+        return
     paths, _ = folder_paths.folder_names_and_paths[FOLDER_NAME]
     folder_paths.folder_names_and_paths[FOLDER_NAME] = (paths, set(CONCEPT_EXTENSIONS))
 
@@ -57,11 +69,13 @@ def resolve_entry(entry: str) -> Path:
         raise ConceptFileError(entry, f"is not a name inside the {FOLDER_NAME} folders")
     for root in folder_paths.get_folder_paths(FOLDER_NAME):
         candidate = Path(root) / relative
-        try:
-            if candidate.is_file() or (candidate.is_dir() and is_reference_folder(candidate)):
-                return candidate
-        except (OSError, ValueError) as exc:  # a symlink loop, an unreadable folder, a NUL in the name
-            reason = getattr(exc, "strerror", None) or exc
-            raise ConceptFileError(candidate, f"cannot be read: {reason}") from exc
+        if not os.path.lexists(candidate):
+            continue
+        # The host lists links that loop, pipes and devices too: say which, and never open them.
+        if not stat.S_ISDIR(stat_or_refuse(candidate).st_mode):
+            regular_file_stat(candidate)
+            return candidate
+        if is_reference_folder(candidate):
+            return candidate
     raise ConceptFileError(entry, f"no concept file or reference folder of that name in the "
                                   f"{FOLDER_NAME} folders ({', '.join(folder_paths.get_folder_paths(FOLDER_NAME))})")

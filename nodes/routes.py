@@ -2,17 +2,24 @@
 models folder are, without loading them), and the server itself for progress messages."""
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
+import stat
 import sys
 
+import folder_paths
 from aiohttp import web
 
 from ..mrti.concept import validate_concept_name
 from ..mrti.concept_file import inspect_concept_file
 from ..mrti.errors import MrtiError, shown
-from ..mrti.reference_import import reference_num_scales
+from ..mrti.reference_import import reference_files, reference_num_scales
 from ..mrti.ti_import import read_ti_file
 from . import embedding_files, model_folders
+from .concept_listing import SummaryCache, file_identity
+from .loader import entry_path
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +27,14 @@ log = logging.getLogger(__name__)
 def concept_summary(entry: str) -> dict:
     """{entry, name, num_scales, untrained} of a dropdown entry (untrained: the scales that never received a
     training example, as far as the file says), or {entry, error} when the loader would refuse it. Reads
-    headers only (an ordinary embedding, a small file, is read whole), with the loader's own checks, so a
-    broken entry is reported instead of guessed at."""
+    headers only (an ordinary embedding, a small file, is read whole), with the loader's own checks and its
+    own way to the file, so a broken entry is reported instead of guessed at."""
     try:
+        path = entry_path(entry)
         if embedding_files.is_option(entry):  # an ordinary embedding loads as one scale; read it to check it
-            path = embedding_files.resolve(entry)
             read_ti_file(path)
             num_scales, untrained, name = 1, [], path.stem
-        elif (path := model_folders.resolve_entry(entry)).is_dir():
+        elif path.is_dir():
             num_scales, untrained, name = reference_num_scales(path), [], path.name
         else:
             info, num_scales = inspect_concept_file(path)
@@ -41,17 +48,51 @@ def concept_summary(entry: str) -> dict:
         return summary
     except MrtiError as exc:
         return {"entry": entry, "error": str(exc)}
-    except Exception as exc:  # one unreadable entry (a symlink loop, a vanished file) must not hide the rest
+    except Exception as exc:  # one unreadable entry (a vanished file, a permission) must not hide the rest
         return {"entry": entry, "error": f"{shown(entry)} cannot be read: {shown(str(exc), 300)}"}
 
 
+def entry_identity(entry: str) -> tuple:
+    """The identity of every file the summary of `entry` reads (for a reference folder, its tokenizer and
+    weights files, as the loader's own cache key has them). One `stat` for a file: this runs for every entry
+    on every listing, so it finds the file as the loader does (first folder that has the name) without the
+    loader's checks, which the summary makes."""
+    if embedding_files.is_option(entry):
+        folder, relative = embedding_files.FOLDER_NAME, entry[len(embedding_files.PREFIX):]
+    else:
+        folder, relative = model_folders.FOLDER_NAME, entry.rstrip("/")
+    for root in folder_paths.get_folder_paths(folder):
+        name = os.path.join(root, relative)
+        try:
+            info = os.stat(name)
+        except FileNotFoundError:
+            if os.path.islink(name):
+                return ("dangling link", name)
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            return (name, info.st_mode, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        files = reference_files(name)
+        if len(files) == 2:  # a folder without both is no reference folder; the loader looks further
+            return tuple(file_identity(file) for file in files)
+    return ("missing",)
+
+
+summaries = SummaryCache(concept_summary, entry_identity)
+
+
 async def list_concepts(request: web.Request) -> web.Response:
+    """{"concepts": [summary, or {"entry", "status": "checking"} while its first reading runs], "readings": the
+    number of entry summaries read since the server started (unchanged between two answers: both came from
+    what was kept)}."""
+    loop = asyncio.get_running_loop()
     try:
-        entries = embedding_files.loader_options()
+        concepts = await summaries.answer(embedding_files.loader_options)
     except Exception as exc:  # the folder listing itself failed; say so rather than answer 500
         log.warning("the %s folders cannot be listed: %s", model_folders.FOLDER_NAME, exc)
         return web.json_response({"concepts": [], "error": f"the concept folders cannot be listed: {shown(str(exc), 300)}"})
-    return web.json_response({"concepts": [concept_summary(e) for e in entries]})
+    # Thousands of entries make half a megabyte of JSON: encoded off the event loop too.
+    text = await loop.run_in_executor(None, json.dumps, {"concepts": concepts, "readings": summaries.readings})
+    return web.Response(text=text, content_type="application/json")
 
 
 def prompt_server():

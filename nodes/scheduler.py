@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..mrti.concept import ConceptSet
 from ..mrti.errors import MrtiError
 from ..mrti.prompt_syntax import Mode, parse_prompt, parse_resolution
+from . import host_contacts
 from .checked_combo import CheckedCombo
 from .concept_type import MultiResConcepts
 from .model_support import prompt_edges
@@ -70,6 +71,7 @@ class TimestepConditioningScheduler(io.ComfyNode):
     @classmethod
     def execute(cls, clip, text: str, mode: str, resolution: str, interpolate: bool,
                 concepts: ConceptSet | None = None, model=None) -> io.NodeOutput:
+        host_contacts.require(host_contacts.PROMPT, clip=clip, model=model)
         edges = prompt_edges(model)  # refuses an unservable model before any encoding
         if clip is None:
             raise RuntimeError("clip input is invalid: None. If the clip is from a checkpoint loader node, "

@@ -14,8 +14,13 @@ import torch
 from PIL import Image
 
 from harness import graphs
-from harness.concept_files import write_deflated_reference, write_reference_folder, write_sparse_claim
+from harness.concept_files import (
+    write_deflated_reference,
+    write_reference_folder,
+    write_sparse_claim,
+)
 from harness.demo_concepts import random_concept
+from harness.peak_memory import peak_mb, reset_peak
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 
@@ -25,14 +30,11 @@ def folder_of(server) -> Path:
 
 
 def peak_rss_reset(server) -> None:
-    Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")  # resets VmHWM, the peak RSS
+    reset_peak(server.process.pid)
 
 
 def peak_rss_mb(server) -> float:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM in /proc status")
+    return peak_mb(server.process.pid)
 
 
 def graph_for(entry: str, name: str, text: str) -> dict:
@@ -68,7 +70,7 @@ BOMBS = [  # label, writer(folder) -> entry, text the error must contain
 def test_declared_sizes_are_refused_before_reading(server, client, warm, label, writer, message):
     path = writer(warm)
     entry = f"{path.name}/" if path.is_dir() else path.name
-    listed = {c["entry"]: c for c in client.get("/mrti/concepts")["concepts"]}
+    listed = client.concepts()
     assert message in listed[entry]["error"], listed[entry]
     peak_rss_reset(server)
     before = peak_rss_mb(server)
@@ -97,9 +99,7 @@ def test_concepts_route_reports_broken_entries_one_by_one(server, client, warm):
                                                                           "mrti.num_scales": "4"})
     save_concept(random_concept("x", ModelFamily.SD1, 3, seed=44), warm / "bad name.safetensors", overwrite=True)
     try:
-        status, body = client._request("GET", "/mrti/concepts")
-        assert status == 200, body
-        listed = {c["entry"]: c for c in body["concepts"]}
+        listed = client.concepts()
         assert "plain.safetensors" in listed and listed["plain.safetensors"]["num_scales"] == 4
         assert "loop.safetensors" in listed["loop.safetensors"]["error"]
         assert "'mrti.num_scales' is 0" in listed["empty_n.safetensors"]["error"]
@@ -148,6 +148,6 @@ def test_a_symlink_to_a_concept_elsewhere_loads(server, client, warm, tmp_path):
     outside = save_concept(random_concept("elsewhere", ModelFamily.SD1, 4, seed=43, scale=0.5),
                            tmp_path / "elsewhere.safetensors")
     (warm / "linked.safetensors").symlink_to(outside)
-    listed = {c["entry"]: c for c in client.get("/mrti/concepts")["concepts"]}
+    listed = client.concepts()
     assert listed["linked.safetensors"]["num_scales"] == 4 and listed["linked.safetensors"]["name"] == "linked"
     image_of(client, client.run(graph_for("linked.safetensors", "", "a photo of <linked(1)>")))

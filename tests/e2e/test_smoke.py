@@ -64,7 +64,7 @@ def test_concepts_route_summarises_the_models_folder(server, client):
     save_concept(narrow, folder / "route_n.safetensors", overwrite=True)
     write_reference_folder(folder / "route_ref", random_concept("r", ModelFamily.SD1, 4).embeddings["clip_l"][:, 0])
     (folder / "route_bad.safetensors").write_bytes(b"not a safetensors file")
-    listed = {c["entry"]: c for c in client.get("/mrti/concepts")["concepts"]}
+    listed = client.concepts()
     assert listed["route_a.safetensors"]["num_scales"] == 6 and listed["route_a.safetensors"]["untrained"] == []
     assert listed["route_n.safetensors"]["untrained"] == [0, 3]
     assert listed["route_ref/"]["num_scales"] == 4 and listed["route_ref/"]["name"] == "route_ref"

@@ -35,7 +35,7 @@ def test_embeddings_are_offered_loaded_and_refused_by_name(server, client, tmp_p
     assert options <= set(info["input"]["required"]["concept"][0])
     info = client.get("/object_info/MultiResEmbeddingTrainer")["MultiResEmbeddingTrainer"]
     assert options <= set(info["input"]["required"]["resume_from"][0])
-    listed = {c["entry"]: c for c in client.get("/mrti/concepts")["concepts"]}
+    listed = client.concepts()
     assert listed["embedding: tiapi_style.pt"]["num_scales"] == 1
     assert "refused to load as unsafe" in listed["embedding: tiapi_evil.pt"]["error"]
     assert "is 100 wide" in listed["embedding: tiapi_narrow.safetensors"]["error"]

@@ -384,3 +384,48 @@ def test_inspect_checks_what_load_checks_without_reading_vectors(tmp_path):
     assert inspect_concept_file(bad_name)[1] == 4
     with pytest.raises(ConceptFileError, match="the file name gives concept name"):
         load_concept(bad_name)
+
+
+def _header_file(path: Path, header_text: str, data_bytes: int) -> Path:
+    raw = header_text.encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(data_bytes))
+    return path
+
+
+_META = json.dumps(good_metadata())
+_ENTRY = '{"dtype": "F32", "shape": [4, 1, 768], "data_offsets": [0, 12288]}'
+HEADERS = [  # what safetensors (the loader's second reader) refuses or reads differently, refused alike
+    ("repeated metadata key", f'{{"clip_l": {_ENTRY}, "__metadata__": {_META[:-1]}, "mrti.num_scales": "10"}}}}',
+     12288, "lists the key 'mrti.num_scales' twice"),
+    ("repeated tensor", f'{{"clip_l": {_ENTRY}, "clip_l": {_ENTRY}, "__metadata__": {_META}}}', 12288,
+     "lists the key 'clip_l' twice"),
+    ("repeated field", f'{{"clip_l": {_ENTRY[:-1]}, "shape": [4, 1, 768]}}, "__metadata__": {_META}}}', 12288,
+     "lists the key 'shape' twice"),
+    ("repeated metadata block", f'{{"clip_l": {_ENTRY}, "__metadata__": {_META}, "__metadata__": {_META}}}', 12288,
+     "lists the key '__metadata__' twice"),
+    ("overlapping tensors", (f'{{"clip_l": {_ENTRY}, "clip_h": {{"dtype": "F32", "shape": [1, 1, 1024], '
+                             f'"data_offsets": [8192, 12288]}}, "__metadata__": {_META}}}'), 12288,
+     "overlaps the tensor before it"),
+    ("a hole between tensors", (f'{{"clip_l": {{"dtype": "F32", "shape": [1, 1, 768], "data_offsets": [4, 3076]}}, '
+                                f'"__metadata__": {_META}}}'), 3076, "leaves 4 bytes unused before it"),
+]
+
+
+@pytest.mark.parametrize("header, data_bytes, words", [h[1:] for h in HEADERS], ids=[h[0] for h in HEADERS])
+def test_headers_read_one_way_by_listing_and_loader(tmp_path, header, data_bytes, words):
+    path = _header_file(tmp_path / "c.safetensors", header, data_bytes)
+    for read in (inspect_concept_file, load_concept):
+        with pytest.raises(ConceptFileError, match=re.escape(words)):
+            read(path)
+
+
+def test_a_pipe_or_device_named_like_a_concept_is_refused_unopened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    (tmp_path / "zero.safetensors").symlink_to("/dev/zero")
+    (tmp_path / "loop.safetensors").symlink_to("loop.safetensors")
+    for name, words in (("pipe", "is not a file: it is a named pipe (FIFO)"),
+                        ("zero", "is not a file: it is a character device (a link to '/dev/zero')"),
+                        ("loop", "is a symbolic link that leads back to itself")):
+        with pytest.raises(ConceptFileError, match=re.escape(words)):
+            load_concept(tmp_path / f"{name}.safetensors")

@@ -122,3 +122,35 @@ def test_round_trip_through_a1111_prompt_editing(seed):
 def test_tag_runs_direct():
     tag = ResolvedTag("a", Mode.SEMI, BucketIndex(2), 10, "<a(2)>")
     assert tag_runs(tag, [999, 999, 500, 300]).runs == ((0, 9), (2, 5), (3, 3))
+
+
+def shallow_stack(extra: int = 80):
+    """A recursion limit only ``extra`` frames above the caller's depth: any recursion growing with the
+    number of scales or steps fails under it."""
+    import contextlib
+    import inspect
+    import sys
+
+    @contextlib.contextmanager
+    def limited():
+        before = sys.getrecursionlimit()
+        sys.setrecursionlimit(len(inspect.stack()) + extra)
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(before)
+
+    return limited()
+
+
+def test_a_thousand_scales_at_two_thousand_steps_is_built_without_deep_recursion():
+    """N = 1000 at 2000 steps failed with 'maximum recursion depth exceeded'."""
+    timesteps = [999 - step // 2 for step in range(2000)]  # every scale for two steps
+    with shallow_stack():
+        out = a1111_prompt("a photo of <c>", {"c": 1000}, Mode.FULLY, FINEST, timesteps)
+    (tag,) = out.tags
+    assert len(tag.runs) == 1000 and out.text.startswith("a photo of [c_s999:[c_s998:")
+    for call in [0, 1, 2, 3, 4, 999, 1000, 1001, 1997, 1998, 1999, *range(5, 1997, 97)]:
+        with shallow_stack():
+            text = a1111_text_at_call(out.text, 2000, call)
+        assert text == f"a photo of c_s{999 - call // 2}", call

@@ -199,3 +199,20 @@ def test_prompt_size_limits():
     parse_prompt("a" * MAX_PROMPT_LENGTH)
     with pytest.raises(MrtiError, match=f"{MAX_PROMPT_LENGTH + 1} characters"):
         parse_prompt("a" * (MAX_PROMPT_LENGTH + 1))
+
+
+@pytest.mark.parametrize("text,token,position", [
+    ("a dog embedding:<jane(3)>", "<jane(3)>", 16),
+    ("embedding: <jane>", "<jane>", 11),
+    ("x <bob> (embedding:\n<jane[2]>:1.2)", "<jane[2]>", 20),
+])
+def test_a_tag_after_embedding_is_refused_naming_it(text, token, position):
+    """The host reads the tag's stand-in as an `embedding:` word with no name and fails with "list index
+    out of range"."""
+    with pytest.raises(PromptSyntaxError, match="it follows 'embedding:'") as caught:
+        parse_prompt(text)
+    assert (caught.value.token, caught.value.position) == (token, position)
+
+
+def test_embedding_words_elsewhere_stay_allowed():
+    assert len(parse_prompt("embedding:style_a <jane> embedding:style_b, <bob>").tags) == 2

@@ -15,7 +15,7 @@ import torch
 from mrti_factories import make_concept
 from safetensors import safe_open
 
-from mrti import atomic_write, ti_export
+from mrti import file_set, ti_export
 from mrti.concept import ConceptSet
 from mrti.concept_file import FORMAT_VERSION, load_concept
 from mrti.errors import ConceptFileError, ConceptFileExistsError, MrtiError
@@ -156,12 +156,13 @@ def test_missing_folder_is_named(tmp_path):
 def test_writes_are_atomic(tmp_path, monkeypatch):
     ti_export.export_concept(make_concept(num_scales=2, seed=1), tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real = file_set._write_staged
 
-    def fail_half_way(fd, data):
-        os.write(fd, data[: len(data) // 2])
+    def fail_half_way(path, data):
+        real(path, data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(atomic_write, "_write_bytes", fail_half_way)
+    monkeypatch.setattr(file_set, "_write_staged", fail_half_way)
     with pytest.raises(ConceptFileError, match="No space left"):
         ti_export.export_concept(make_concept(num_scales=2, seed=2), tmp_path, overwrite=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
