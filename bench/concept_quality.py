@@ -6,14 +6,18 @@ node turns tags into conditioning, and the stock KSampler (euler, normal, 20 ste
 that toyworld.reader reads back. Parts:
 
 - learning: for each concept, 32 samples each of the init word, the true caption, `<S|0|>` and `<S[0]>`;
-  the share of pictures showing each of the concept's attributes, against the goals of issue 10.
+  the share of pictures showing each of the concept's attributes, against the goal (every coarse attribute
+  at least 0.8 and within 0.15 of the true caption's).
 - scales: Fixed `<S|k|>`, Semi `<S(k)>` and Fully `<S[k]>` for every k, per attribute, averaged over the
   concepts (a plot per mode), and the paper's Figure 2: `a photo of <A(k)> with <B|j|>`, which attributes
   come from A and which from B.
-- sampling: uniform, interval 350..450, an interval around this model's measured g(t) peak, and adaptive
-  timestep sampling (one embedding, N = 1, as in the conditional-gradient paper; then uniform and adaptive
-  at N = 10), several seeds each: attribute match and loss against steps, steps to 90 % of uniform's
-  final match, the measured g(t), and the speed of training and sampling.
+- sampling: for two concepts, uniform, interval 350..450, an interval around this model's measured g(t)
+  peak, and adaptive timestep sampling with g(t) taken with respect to the concept's vectors or to the text
+  encoder's output (one embedding, N = 1, as in the conditional-gradient paper; then uniform and both
+  adaptive kinds at N = 10), several seeds each: attribute match and loss against steps, steps to 90 % of
+  uniform's final match, g(t) under each definition (and the squared loss's gradient beside it).
+- bands (not part of `all`): what each stretch of 200 timesteps teaches one embedding on its own (N = 1,
+  interval sampling), the ground truth that g(t) is meant to predict.
 - contrasts (not part of `all`): the differences between modes that tests/integration/test_toyworld_modes.py
   asserts, for each concept and training seed, so that the test's margins are measured ones.
 - probe (not part of `all`): what tests/e2e/test_toyworld_training.py trains and reads (`bsd`, 120 steps,
@@ -26,6 +30,8 @@ that toyworld.reader reads back. Parts:
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import re
 import statistics
 import tempfile
@@ -36,6 +42,7 @@ from pathlib import Path
 import torch
 
 from bench.charts import Panel, save_figure
+from bench.report import reported
 from mrti.training.plots import moving_average
 from mrti.training.timesteps import BAND_WIDTH
 from toyworld import concepts, world
@@ -156,6 +163,10 @@ def scales(bench: Bench, samples: int, figures: Path | None) -> None:
 
 # ---- timestep sampling ----------------------------------------------------------------------------------
 
+SAMPLING_CONCEPTS = ("bsd", "gtc")
+G_CURVES = ("concept vectors", "text encoder output", "squared loss")
+
+
 @dataclass
 class Run:
     match: dict[int, float]  # step -> mean match over the five attributes of `a photo of <S[0]>`
@@ -171,11 +182,11 @@ def _peak_interval(bands: list[float | None], width_bands: int = 5) -> tuple[int
     return best * BAND_WIDTH, (best + width_bands) * BAND_WIDTH - 1
 
 
-def _train_and_track(bench: Bench, label: str, recipe: concepts.TrainingRecipe, samples: int,
+def _train_and_track(bench: Bench, concept: str, label: str, recipe: concepts.TrainingRecipe, samples: int,
                      eval_steps: tuple[int, ...]) -> Run:
-    name = re.sub(r"[^A-Za-z0-9]+", "_", f"{SAMPLING_CONCEPT}_{label}_s{recipe.seed}")
-    truth = concepts.CONCEPTS[SAMPLING_CONCEPT]
-    trained = bench.train(SAMPLING_CONCEPT, recipe, name)
+    name = re.sub(r"[^A-Za-z0-9]+", "_", f"{concept}_{label}_s{recipe.seed}")
+    truth = concepts.CONCEPTS[concept]
+    trained = bench.train(concept, recipe, name)
     match, final, last = {}, {}, None
     for step, concept_set, data in concepts.checkpoint_concepts(bench.pack, trained):
         if step not in eval_steps:
@@ -187,76 +198,136 @@ def _train_and_track(bench: Bench, label: str, recipe: concepts.TrainingRecipe, 
     return Run(match, final, list(last.losses), bands.estimates())
 
 
+def _g_curves(bench: Bench, concept: str, recipe: concepts.TrainingRecipe) -> dict[str, list[float]]:
+    """Per band, the mean of every example's g(t) under each definition (G_CURVES), over a run of `recipe`
+    through the trainer's own host side and loop: the same examples and vectors as the node's run."""
+    training = bench.pack.mrti.training
+    inputs = recipe.inputs(concept)
+    for key in bench.pack.nodes.trainer.RUN_INPUTS:
+        inputs.pop(key, None)
+    config = training.TrainingConfig.from_inputs(inputs).validate()
+    sums = {name: [0.0] * training.NUM_BANDS for name in G_CURVES}
+    counts = [0] * training.NUM_BANDS
+
+    def collect(report) -> None:
+        for i, ex in enumerate(report.examples):
+            band = training.band_of(ex.timestep)
+            counts[band] += 1
+            for name in G_CURVES:
+                sums[name][band] += report.measures[name][i]
+
+    with torch.inference_mode(False):
+        host = bench.pack.nodes.train_run._Host(bench.model, bench.clip, bench.vae, config, None)
+        host.check_model()
+        pixels = training.prepare_images(concepts.pictures(concepts.CONCEPTS[concept]), config.image_size, config.crop)
+        objective, count = host.objective(pixels, mirrored=config.flip)
+        state = training.new_state(config, host.init_vectors(config.init_word, config.vectors_per_token))
+        loop = training.TrainingLoop(config, state, objective, count, len(config.templates),
+                                     training.LoopHooks(on_step=collect))
+        with host.training():
+            loop.run()
+    return {name: [v / n if n else math.nan for v, n in zip(values, counts)] for name, values in sums.items()}
+
+
+def _track(bench: Bench, concept: str, runs: dict[str, list[Run]], seeds: int, samples: int,
+           eval_steps: tuple[int, ...], label: str, recipe: concepts.TrainingRecipe) -> None:
+    """`runs[label]`: `recipe` trained and read at `eval_steps`, once per training seed."""
+    runs[label] = [_train_and_track(bench, concept, label, replace(recipe, seed=s), samples, eval_steps)
+                   for s in range(seeds)]
+
+
 def _steps_to(run_means: dict[int, float], target: float) -> int | None:
     return next((step for step in sorted(run_means) if run_means[step] >= target), None)
 
 
-def sampling(bench: Bench, samples: int, seeds: int, figures: Path | None) -> None:
-    truth = concepts.CONCEPTS[SAMPLING_CONCEPT]
+def _finite_mean(values) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def _band_groups(values: list[float], size: int = 5) -> list[float]:
+    """Means over groups of `size` bands (100 timesteps), relative to the largest group."""
+    groups = [_finite_mean(values[i:i + size]) for i in range(0, len(values), size)]
+    top = max(groups)
+    return [g / top for g in groups]
+
+
+def sampling(bench: Bench, samples: int, seeds: int, figures: Path | None,
+             names: tuple[str, ...] = SAMPLING_CONCEPTS) -> None:
     base = replace(bench.recipe, save_every=max(1, bench.recipe.steps // 8))
     eval_steps = tuple(base.save_every * e for e in EVAL_EIGHTHS)
-    print(f"\n== timestep sampling on {SAMPLING_CONCEPT} = {world.caption(truth)}; {seeds} training seeds, "
-          f"`a photo of <S[0]>` read at steps {eval_steps}, {samples} samples each (mean of 5 attributes)")
-    runs: dict[str, list[Run]] = {}
 
-    def track(label: str, recipe: concepts.TrainingRecipe) -> None:
-        runs[label] = [_train_and_track(bench, label, replace(recipe, seed=s), samples, eval_steps)
-                       for s in range(seeds)]
-
+    print(f"timestep sampling on {', '.join(names)}; {seeds} training seeds; {base.steps} steps, lr "
+        f"{base.learning_rate} (unscaled), batch 1 x accumulation {base.gradient_accumulation}, no flips; "
+        f"`a photo of <S[0]>` read at steps {eval_steps}, {samples} samples each (mean of 5 attributes)")
     one = replace(base, num_scales=1)
-    track("N1 uniform", one)
-    g_uniform = [statistics.fmean(v for v in values if v is not None) if any(v is not None for v in values) else None
-                 for values in zip(*(r.bands for r in runs["N1 uniform"]))]
-    peak = _peak_interval(g_uniform)
-    track("N1 interval 350-450", replace(one, timestep_sampling="interval", t_min=350, t_max=450))
-    track(f"N1 interval {peak[0]}-{peak[1]}", replace(one, timestep_sampling="interval", t_min=peak[0], t_max=peak[1]))
-    track("N1 adaptive", replace(one, timestep_sampling="adaptive"))
-    track("N10 uniform", base)
-    track("N10 adaptive", replace(base, timestep_sampling="adaptive"))
+    for concept in names:
+        truth = concepts.CONCEPTS[concept]
+        runs: dict[str, list[Run]] = {}
+        track = functools.partial(_track, bench, concept, runs, seeds, samples, eval_steps)
 
-    # Step 0: every embedding is still the init word's, so the concept draws what the word draws.
-    init_rates = concepts.share_matching(bench.read(None, f"a photo of {concepts.INIT_WORD}", samples * seeds), truth)
-    init_match = statistics.fmean(init_rates.values())
+        per_seed = [_g_curves(bench, concept, replace(one, seed=s)) for s in range(seeds)]
+        g = {name: [_finite_mean(c[name][b] for c in per_seed) for b in range(len(per_seed[0][name]))]
+             for name in G_CURVES}
+        peak = _peak_interval(g["concept vectors"])
+        track("N1 uniform", one)
+        track("N1 interval 350-450", replace(one, timestep_sampling="interval", t_min=350, t_max=450))
+        track(f"N1 interval {peak[0]}-{peak[1]}", replace(one, timestep_sampling="interval", t_min=peak[0],
+                                                          t_max=peak[1]))
+        track("N1 adaptive vectors", replace(one, timestep_sampling="adaptive"))
+        track("N1 adaptive context", replace(one, timestep_sampling="adaptive", g_condition="text encoder output"))
+        track("N10 uniform", base)
+        track("N10 adaptive vectors", replace(base, timestep_sampling="adaptive"))
+        track("N10 adaptive context", replace(base, timestep_sampling="adaptive", g_condition="text encoder output"))
 
-    print(f"g(t) measured in the N1 uniform runs (mean over seeds; bands of 20 timesteps); peak interval "
-          f"{peak[0]}..{peak[1]}")
-    print("  " + " ".join(f"{v:.3g}" if v is not None else "-" for v in g_uniform))
-    print(f"\n  {'sampler':24s}" + "".join(f"{'step ' + str(s):>10s}" for s in (0,) + eval_steps)
-          + f"{'steps to 90%':>14s}")
-    target = {n: 0.9 * statistics.fmean(r.match[eval_steps[-1]] for r in runs[f"N{n} uniform"]) for n in (1, 10)}
-    curves = {}
-    for label, group in runs.items():
-        n = 1 if label.startswith("N1 ") else 10
-        means = {0: init_match, **{s: statistics.fmean(r.match[s] for r in group) for s in eval_steps}}
-        curves[label] = means
-        per_seed = [_steps_to(r.match, target[n]) for r in group]
-        print(f"  {label:24s}" + "".join(f"{means[s]:>10.2f}" for s in (0,) + eval_steps)
-              + f"{str(_steps_to(means, target[n])):>8s} {per_seed}")
-    print("  (steps to 90 %: first step whose seed-mean match reaches 0.9 x the uniform run's final mean of the same"
-          " N; per seed in brackets; None = not within the run)")
-    print("\nfinal match per attribute (mean over seeds)")
-    print(_header(24))
-    for label, group in runs.items():
-        print(_row(label, _mean([r.final for r in group]), 24))
+        # Step 0: every embedding is still the init word's, so the concept draws what the word draws.
+        init_rates = concepts.share_matching(
+            bench.read(None, f"a photo of {concepts.INIT_WORD}", samples * seeds), truth)
+        init_match = statistics.fmean(init_rates.values())
 
-    if figures:
-        window = 20
-        ticks = [0, *eval_steps[1::2]]
-        seed_mean = {label: [statistics.fmean(x) for x in zip(*(r.losses for r in group))]
-                     for label, group in runs.items()}
-        loss = {label: [(i + 1, v) for i, v in enumerate(moving_average(values, window))][::5]
-                for label, values in seed_mean.items()}
-        panels = [
-            Panel("attribute match of a photo of <S[0]>", "training step", "mean share matching",
-                  {label: sorted(c.items()) for label, c in curves.items()}, (0.0, 1.0), ticks),
-            Panel(f"training loss (moving mean of {window} steps)", "training step", "loss", loss, None,
-                  ticks),
-            Panel("g(t): gradient norm per band, N1 uniform", "timestep t (0 = clean)", "|grad|",
-                  {"g(t)": [(i * 20 + 10, v) for i, v in enumerate(g_uniform) if v is not None]}, None,
-                  [0, 200, 400, 600, 800, 1000], bars=True),
-        ]
-        print("wrote", save_figure(figures / "timestep_sampling.png", panels,
-                                   f"Toy world: timestep sampling ({seeds} seeds each, concept {SAMPLING_CONCEPT})"))
+        print(f"\n## {concept} = {world.caption(truth)}")
+        print(f"g(t) in uniform N = 1 runs (mean over seeds), per 100 timesteps (clean end first), relative to the "
+            f"largest; peak interval of the concept-vectors g(t): {peak[0]}..{peak[1]}")
+        for name in G_CURVES:
+            print(f"  {name:22s}" + " ".join(f"{v:5.2f}" for v in _band_groups(g[name])))
+        print(f"\n  {'sampler':24s}" + "".join(f"{'step ' + str(s):>10s}" for s in (0,) + eval_steps)
+            + f"{'steps to 90%':>14s}")
+        target = {n: 0.9 * statistics.fmean(r.match[eval_steps[-1]] for r in runs[f"N{n} uniform"]) for n in (1, 10)}
+        curves = {}
+        for label, group in runs.items():
+            n = 1 if label.startswith("N1 ") else 10
+            means = {0: init_match, **{s: statistics.fmean(r.match[s] for r in group) for s in eval_steps}}
+            curves[label] = means
+            steps_each = [_steps_to(r.match, target[n]) for r in group]
+            print(f"  {label:24s}" + "".join(f"{means[s]:>10.2f}" for s in (0,) + eval_steps)
+                + f"{str(_steps_to(means, target[n])):>8s} {steps_each}")
+        print("  (steps to 90 %: first step whose seed-mean match reaches 0.9 x the uniform run's final mean of the "
+            "same N; per seed in brackets; None = not within the run)")
+        print("\nfinal match per attribute (mean over seeds)")
+        print(_header(24))
+        for label, group in runs.items():
+            print(_row(label, _mean([r.final for r in group]), 24))
+
+        if figures:
+            window = 20
+            ticks = [0, *eval_steps[1::2]]
+            seed_mean = {label: [statistics.fmean(x) for x in zip(*(r.losses for r in group))]
+                         for label, group in runs.items()}
+            loss = {label: [(i + 1, v) for i, v in enumerate(moving_average(values, window))][::5]
+                    for label, values in seed_mean.items()}
+            relative = {name: [v / max(x for x in g[name] if math.isfinite(x)) for v in g[name]] for name in G_CURVES}
+            panels = [
+                Panel("attribute match of a photo of <S[0]>", "training step", "mean share matching",
+                      {label: sorted(c.items()) for label, c in curves.items()}, (0.0, 1.0), ticks),
+                Panel(f"training loss (moving mean of {window} steps)", "training step", "loss", loss, None, ticks),
+                Panel("g(t) per band, N = 1 uniform, relative to its largest", "timestep t (0 = clean)",
+                      "relative g(t)", {name: [(i * BAND_WIDTH + BAND_WIDTH // 2, v) for i, v in enumerate(values)
+                                                if math.isfinite(v)]
+                                        for name, values in relative.items()}, (0.0, 1.0),
+                      [0, 200, 400, 600, 800, 1000]),
+            ]
+            print("wrote", save_figure(figures / f"timestep_sampling_{concept}.png", panels,
+                                       f"Toy world: timestep sampling ({seeds} seeds each, concept {concept})"))
 
 
 def contrasts(bench: Bench, samples: int, seeds: int) -> None:
@@ -300,6 +371,30 @@ def probe(bench: Bench, seeds: int) -> None:
                 concepts.share_matching(bench.read(trained, text, PROBE_SAMPLES), truth))
 
 
+BAND_SPAN = 200
+
+
+def bands(bench: Bench, samples: int, seeds: int, names: tuple[str, ...]) -> None:
+    """What each stretch of diffusion time teaches one embedding on its own: N = 1, interval sampling over each
+    band of BAND_SPAN timesteps, the match after the whole run. The conditional-gradient paper's premise is
+    that g(t) is high where this is high; the sampling part's g(t) table is the other half of the comparison."""
+    one = replace(bench.recipe, num_scales=1, save_every=bench.recipe.steps)
+    print(f"\n== what each band of {BAND_SPAN} timesteps teaches on its own: N = 1, {one.steps} steps, "
+          f"{seeds} training seeds, `a photo of <S[0]>` read at the end, {samples} samples each")
+    for concept in names:
+        truth = concepts.CONCEPTS[concept]
+        print(f"{concept} = {world.caption(truth)}")
+        print(_header(24) + f"{'mean':>11s}  per seed")
+        for start in range(0, 1000, BAND_SPAN):
+            label = f"t {start}-{start + BAND_SPAN - 1}"
+            recipe = replace(one, timestep_sampling="interval", t_min=start, t_max=start + BAND_SPAN - 1)
+            runs = [_train_and_track(bench, concept, label, replace(recipe, seed=s), samples, (one.steps,))
+                    for s in range(seeds)]
+            rates = _mean([r.final for r in runs])
+            print(_row(label, rates, 24) + f"{statistics.fmean(rates.values()):>11.2f}  "
+                  + " ".join(f"{r.match[one.steps]:.2f}" for r in runs))
+
+
 def speed(bench: Bench) -> None:
     print("\n== speed on this machine")
     for label, steps, seconds in bench.train_seconds:
@@ -313,13 +408,17 @@ def speed(bench: Bench) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", choices=("learning", "scales", "sampling", "contrasts", "probe", "all"), default="all")
+    parser.add_argument("part", nargs="?", choices=("learning", "scales", "sampling", "bands", "contrasts", "probe", "all"), default="all")
     parser.add_argument("--samples", type=int, default=None,
                         help="samples per prompt (default: 32 for learning, 8 for the others)")
     parser.add_argument("--steps", type=int, default=concepts.TrainingRecipe.steps, help="training steps per run")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per timestep sampler")
     parser.add_argument("--figures", type=Path, default=None, help="write the plots into this folder")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_OUT, help="the toy-world checkpoint to use")
+    parser.add_argument("--concepts", nargs="+", choices=tuple(concepts.CONCEPTS), default=SAMPLING_CONCEPTS,
+                        help="the concepts the sampling part trains")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="also write what the run prints into this Markdown file (docs/results/...)")
     opts = parser.parse_args()
 
     from harness import host
@@ -333,18 +432,23 @@ def main() -> None:
     bench = Bench(pack, *concepts.host_sampling.load_checkpoint(opts.checkpoint),
                   recipe=concepts.TrainingRecipe(steps=opts.steps))
     started = time.perf_counter()
-    if opts.part in ("learning", "all"):
-        learning(bench, opts.samples or 32)
-    if opts.part in ("scales", "all"):
-        scales(bench, opts.samples or 8, opts.figures)
-    if opts.part in ("sampling", "all"):
-        sampling(bench, opts.samples or 8, opts.seeds, opts.figures)
-    if opts.part == "contrasts":
-        contrasts(bench, opts.samples or 16, opts.seeds)
-    if opts.part == "probe":
-        probe(bench, opts.seeds)
-    speed(bench)
-    print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min")
+    title = f"Toy world: {opts.part}" + (f" ({', '.join(opts.concepts)})" if opts.part in ("sampling", "bands")
+                                         else "")
+    with reported(opts.report, title, model=opts.checkpoint):
+        if opts.part in ("learning", "all"):
+            learning(bench, opts.samples or 32)
+        if opts.part in ("scales", "all"):
+            scales(bench, opts.samples or 8, opts.figures)
+        if opts.part in ("sampling", "all"):
+            sampling(bench, opts.samples or 8, opts.seeds, opts.figures, tuple(opts.concepts))
+        if opts.part == "contrasts":
+            contrasts(bench, opts.samples or 16, opts.seeds)
+        if opts.part == "bands":
+            bands(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts))
+        if opts.part == "probe":
+            probe(bench, opts.seeds)
+        speed(bench)
+        print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import reported
 from harness import comfy_runtime, host, tiny_models
 from harness.demo_concepts import random_concept
 from harness.step_recorder import EncoderPassCounter
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sampler", default="dpmpp_2m")
     parser.add_argument("--scheduler", default="karras")
+    parser.add_argument("--report", type=Path, help="also write what it prints into this Markdown file")
     opts = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="mrti-bench-"))
@@ -84,18 +86,19 @@ def main() -> None:
             times[f"{variant}_encode"].append(middle - start)
             times[f"{variant}_sample"].append(end - middle)
 
-    med = {key: statistics.median(values) for key, values in times.items()}
-    print(f"checkpoint {ckpt}, {opts.size}px, {opts.steps} steps {opts.sampler}/{opts.scheduler}, "
-          f"median of {opts.repeats}")
-    print(f"text-encoder passes: plain {passes['plain']}, multires {passes['multires']} "
-          f"(distinct token states of '<jane(3)>' with N=10), during sampling: 0")
-    for variant in ("plain", "multires"):
-        print(f"{variant:9s} encode {med[f'{variant}_encode']*1000:8.1f} ms   sample "
-              f"{med[f'{variant}_sample']*1000:8.1f} ms")
-    sampling_ratio = med["multires_sample"] / med["plain_sample"]
-    total_ratio = (med["multires_encode"] + med["multires_sample"]) / (med["plain_encode"] + med["plain_sample"])
-    print(f"ratio sampling (multires/plain): {sampling_ratio:.3f}  (goal <= 1.02)")
-    print(f"ratio end to end, first queue:   {total_ratio:.3f}  (a re-queue is served from the host's cache)")
+    with reported(opts.report, "Sampling overhead", model=checkpoints.get("bench", checkpoints["sd1"])):
+        med = {key: statistics.median(values) for key, values in times.items()}
+        print(f"checkpoint {ckpt}, {opts.size}px, {opts.steps} steps {opts.sampler}/{opts.scheduler}, "
+              f"median of {opts.repeats}")
+        print(f"text-encoder passes: plain {passes['plain']}, multires {passes['multires']} "
+              f"(distinct token states of '<jane(3)>' with N=10), during sampling: 0")
+        for variant in ("plain", "multires"):
+            print(f"{variant:9s} encode {med[f'{variant}_encode']*1000:8.1f} ms   sample "
+                  f"{med[f'{variant}_sample']*1000:8.1f} ms")
+        sampling_ratio = med["multires_sample"] / med["plain_sample"]
+        total_ratio = (med["multires_encode"] + med["multires_sample"]) / (med["plain_encode"] + med["plain_sample"])
+        print(f"ratio sampling (multires/plain): {sampling_ratio:.3f}  (goal <= 1.02)")
+        print(f"ratio end to end, first queue:   {total_ratio:.3f}  (a re-queue is served from the host's cache)")
 
 
 if __name__ == "__main__":

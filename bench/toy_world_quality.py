@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from bench.report import reported
 from toyworld import host_sampling, reader, world
 from toyworld.build import DEFAULT_OUT
 
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--scheduler", default="normal")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", type=Path, help="write a labelled grid of the first 16 samples here")
+    parser.add_argument("--report", type=Path, help="also write what it prints into this Markdown file")
     opts = parser.parse_args()
 
     from harness import host
@@ -88,18 +90,19 @@ def main() -> None:
     model, clip, vae = host_sampling.load_checkpoint(opts.checkpoint)
     settings = host_sampling.SamplerSettings(opts.steps, opts.cfg, opts.sampler, opts.scheduler)
 
-    clean, trip = reader_accuracy(vae, opts.reader_pictures, opts.seed + 1)
-    print(match_table(f"attribute reader on {opts.reader_pictures} generator pictures", clean))
-    print(match_table("the same pictures after the host's VAEEncode + VAEDecode", trip))
+    with reported(opts.report, "The toy-world model", model=opts.checkpoint):
+        clean, trip = reader_accuracy(vae, opts.reader_pictures, opts.seed + 1)
+        print(match_table(f"attribute reader on {opts.reader_pictures} generator pictures", clean))
+        print(match_table("the same pictures after the host's VAEEncode + VAEDecode", trip))
 
-    start = time.perf_counter()
-    match = host_sampling.caption_match(model, clip, vae, opts.captions, opts.seed, settings)
-    seconds = time.perf_counter() - start
-    print(match_table(f"{opts.captions} held-out captions, {opts.steps} steps {opts.sampler}/{opts.scheduler}, "
-                      f"cfg {opts.cfg} ({seconds / opts.captions:.2f} s per picture)", match.rates, GOALS))
-    if opts.grid:
-        labelled_grid(match.pictures, match.labels).save(opts.grid)
-        print(f"grid: {opts.grid}")
+        start = time.perf_counter()
+        match = host_sampling.caption_match(model, clip, vae, opts.captions, opts.seed, settings)
+        seconds = time.perf_counter() - start
+        print(match_table(f"{opts.captions} held-out captions, {opts.steps} steps {opts.sampler}/{opts.scheduler}, "
+                          f"cfg {opts.cfg} ({seconds / opts.captions:.2f} s per picture)", match.rates, GOALS))
+        if opts.grid:
+            labelled_grid(match.pictures, match.labels).save(opts.grid)
+            print(f"grid: {opts.grid}")
 
 
 if __name__ == "__main__":

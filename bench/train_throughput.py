@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench.report import reported
+
 TEMPLATE = "a photo of a {}"
 
 
@@ -43,6 +45,7 @@ def parse_args(argv=None):
                         help="the trainer's compute precision (default fp32; on a GPU its best is bf16); "
                              "the baseline stays fp32 like the reference")
     parser.add_argument("--variants", default="trainer,baseline", help="which to run (default both)")
+    parser.add_argument("--report", type=Path, help="also write what it prints into this Markdown file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -225,22 +228,23 @@ def main(argv=None) -> int:
             print(proc.stdout[-3000:], proc.stderr[-6000:], sep="\n", file=sys.stderr)
             raise SystemExit(f"the {variant} run failed (exit {proc.returncode})")
         results[variant] = json.loads(lines[-1][len("RESULT "):])
-    gib = 1024 ** 3
-    print(f"model {checkpoint.name}, {opts.size} px, batch {opts.batch}, N {opts.num_scales}, "
-          f"trainer {opts.precision}, baseline fp32, "
-          f"{opts.warmup} warm-up + {opts.steps} timed steps, device {next(iter(results.values()))['device']}")
-    for name, r in results.items():
-        cuda = f", CUDA peak {r['cuda_peak'] / gib:.2f} GiB" if r["cuda_peak"] is not None else ""
-        print(f"{name:>9}: {r['seconds_per_step']:.3f} s/step = {r['steps_per_second']:.3f} steps/s; peak RSS "
-              f"{r['rss_peak'] / gib:.2f} GiB (loaded models {r['rss_before'] / gib:.2f} GiB, training added "
-              f"{(r['rss_peak'] - r['rss_before']) / gib:.2f} GiB){cuda}")
-    if {"trainer", "baseline"} <= results.keys():
-        ours, ref = results["trainer"], results["baseline"]
-        print(f"speed-up (trainer steps/s / baseline steps/s): {ours['steps_per_second'] / ref['steps_per_second']:.2f}x")
-        print(f"peak RSS ratio (trainer / baseline): {ours['rss_peak'] / ref['rss_peak']:.2f}; training memory "
-              f"ratio: {(ours['rss_peak'] - ours['rss_before']) / max(1, ref['rss_peak'] - ref['rss_before']):.2f}")
-        if ours["cuda_peak"] is not None:
-            print(f"CUDA peak ratio (trainer / baseline): {ours['cuda_peak'] / ref['cuda_peak']:.2f}")
+    with reported(opts.report, "Training speed", model=checkpoint):
+        gib = 1024 ** 3
+        print(f"model {checkpoint.name}, {opts.size} px, batch {opts.batch}, N {opts.num_scales}, "
+              f"trainer {opts.precision}, baseline fp32, "
+              f"{opts.warmup} warm-up + {opts.steps} timed steps, device {next(iter(results.values()))['device']}")
+        for name, r in results.items():
+            cuda = f", CUDA peak {r['cuda_peak'] / gib:.2f} GiB" if r["cuda_peak"] is not None else ""
+            print(f"{name:>9}: {r['seconds_per_step']:.3f} s/step = {r['steps_per_second']:.3f} steps/s; peak RSS "
+                  f"{r['rss_peak'] / gib:.2f} GiB (loaded models {r['rss_before'] / gib:.2f} GiB, training added "
+                  f"{(r['rss_peak'] - r['rss_before']) / gib:.2f} GiB){cuda}")
+        if {"trainer", "baseline"} <= results.keys():
+            ours, ref = results["trainer"], results["baseline"]
+            print(f"speed-up (trainer steps/s / baseline steps/s): {ours['steps_per_second'] / ref['steps_per_second']:.2f}x")
+            print(f"peak RSS ratio (trainer / baseline): {ours['rss_peak'] / ref['rss_peak']:.2f}; training memory "
+                  f"ratio: {(ours['rss_peak'] - ours['rss_before']) / max(1, ref['rss_peak'] - ref['rss_before']):.2f}")
+            if ours["cuda_peak"] is not None:
+                print(f"CUDA peak ratio (trainer / baseline): {ours['cuda_peak'] / ref['cuda_peak']:.2f}")
     return 0
 
 

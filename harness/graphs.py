@@ -6,9 +6,10 @@ from __future__ import annotations
 SMALL_TRAINING = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=2, batch_size=1,
                       gradient_accumulation=1, learning_rate=0.05, scale_lr=False, lr_schedule="constant",
                       warmup_steps=0, templates="object", custom_templates="a photo of {}",
-                      timestep_sampling="uniform", t_min=0, t_max=999, adaptive_floor=0.25, seed=0, save_every=0,
-                      resume_from="none", precision="fp32", gradient_checkpointing=False, image_size=64,
-                      crop="center crop", overwrite=False)
+                      timestep_sampling="uniform", t_min=0, t_max=999, adaptive_floor=0.25,
+                      g_condition="concept vectors", seed=0, save_every=0, resume_from="none", precision="fp32",
+                      gradient_checkpointing=False, image_size=64, crop="center crop", flip=False,
+                      overwrite=False)
 
 
 def trainer_inputs(**overrides) -> dict:

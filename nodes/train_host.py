@@ -120,23 +120,41 @@ class HostObjective:
     """``mrti.training.loop.Objective`` on the host's models; the loss is the model's own prediction
     target (eps or v) because it is measured in the units of the model's raw output."""
 
-    def __init__(self, model_patcher, clip, latents: torch.Tensor, prompts: PromptTokens, pixel_size: int) -> None:
+    def __init__(self, model_patcher, clip, latents: torch.Tensor, prompts: PromptTokens, pixel_size: int,
+                 mirrored: torch.Tensor | None = None) -> None:
         self.patcher, self.clip, self.prompts = model_patcher, clip, prompts
         self.base = model_patcher.model
-        self.latents = latents  # model-space latents (process_latent_in applied), on the CPU
+        # Model-space latents (process_latent_in applied), on the CPU; `mirrored` are those of the pictures
+        # flipped left to right, for examples drawn with `flip`.
+        self.latents, self.mirrored = latents, mirrored
         self.sigmas = discrete_sigmas(model_patcher)
         self.pixel_size = pixel_size
         self.device = model_patcher.load_device
+        self.output_size = int(latents[0].numel())  # eps and v have the latent's shape
+        self._contexts: list[torch.Tensor] | None = None
+
+    def contexts(self) -> list[torch.Tensor] | None:
+        return self._contexts
+
+    def _picture(self, example: Example) -> torch.Tensor:
+        if example.flip:
+            if self.mirrored is None:
+                raise MrtiError("an example asks for a mirrored picture, but the run encoded none (flip is off)")
+            return self.mirrored[example.image]
+        return self.latents[example.image]
 
     def losses(self, examples: Sequence[Example], vectors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
         conds, pooled = [], []
         for example, vecs in zip(examples, vectors):
             out = self.clip.encode_from_tokens(self.prompts.tokens_for(example.template, vecs),
                                                return_pooled=True, return_dict=True)
+            if out["cond"].requires_grad:
+                out["cond"].retain_grad()  # g(t) with respect to the text encoder's output reads it
             conds.append(out["cond"])
             pooled.append(out.get("pooled_output"))
+        self._contexts = conds
         device = self.device
-        x0 = self.latents[[ex.image for ex in examples]].to(device)
+        x0 = torch.stack([self._picture(ex) for ex in examples]).to(device)
         noise = torch.stack([torch.randn(self.latents.shape[1:], generator=torch.Generator().manual_seed(ex.noise_seed))
                              for ex in examples]).to(device)
         sigma = self.sigmas[[ex.timestep for ex in examples]].to(device)

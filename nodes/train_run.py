@@ -25,6 +25,7 @@ from .model_support import check_trainable
 from .train_host import HostObjective, PromptTokens, init_vectors, typical_word_lengths
 from .train_patches import (cast_weights_not_kept, frozen, gradient_checkpointing, make_autograd_safe,
                             out_of_place_clip)
+from .vae_memory import check_encode_fits
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class _Files:
 class _Host:
     """`mrti.training.run.RunHost` on the host's MODEL, CLIP and VAE."""
 
-    interrupted = mm.InterruptProcessingException
+    # Read at import: a host without it must still load the pack (the trainer's contact check reports it).
+    interrupted = getattr(mm, "InterruptProcessingException", type("NeverRaised", (Exception,), {}))
 
     def __init__(self, model, clip, vae, config: TrainingConfig, node_id: str | None) -> None:
         self.model, self.clip, self.vae, self.config, self.node_id = model, clip, vae, config, node_id
@@ -105,21 +107,27 @@ class _Host:
             self.server.send_progress_text(f"step {report.step}/{report.total}  loss {report.loss:.4f}",
                                            self.node_id, client)
 
-    def objective(self, pixels: torch.Tensor) -> tuple[HostObjective, int]:
+    def objective(self, pixels: torch.Tensor, mirrored: bool) -> tuple[HostObjective, int]:
+        check_encode_fits(self.vae, pixels, self.config.image_size)
         prompts = PromptTokens(self.clip, self.config.templates, self.config.vectors_per_token)
         self.patcher = self.model.clone()
         dtype = node_helpers.string_to_torch_dtype(self.config.precision)
         if self.patcher.model.get_dtype() != dtype:
             self.patcher.set_model_compute_dtype(dtype)  # weights stay as stored; layers cast them per use
-        # Model-space latents of the training pictures, once (the reference re-encodes every step).
-        with torch.no_grad():
-            latents = self.vae.encode(pixels)
-            latents = self.patcher.model.process_latent_in(latents.to(mm.intermediate_device()))
-        latents = latents.float().cpu().contiguous()
+        # Model-space latents of the training pictures, once (the reference re-encodes every step); of their
+        # mirror images too when examples may be flipped, since the VAE does not commute with a flip.
+        latents = self._encode(pixels)
+        flipped = self._encode(torch.flip(pixels, dims=[2])) if mirrored else None
         mm.load_models_gpu([self.patcher, self.clip.patcher], force_full_load=True)
         make_autograd_safe(self.patcher.model)
         make_autograd_safe(self.clip.cond_stage_model)
-        return HostObjective(self.patcher, self.clip, latents, prompts, self.config.image_size), len(latents)
+        return HostObjective(self.patcher, self.clip, latents, prompts, self.config.image_size, flipped), len(latents)
+
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            latents = self.vae.encode(pixels)
+            latents = self.patcher.model.process_latent_in(latents.to(mm.intermediate_device()))
+        return latents.float().cpu().contiguous()
 
     @contextlib.contextmanager
     def training(self):

@@ -5,14 +5,16 @@ from comfy_api.latest import io
 
 from ..mrti.concept import ConceptSet
 from ..mrti.errors import MrtiError
-from ..mrti.training.config import CROPS, LR_SCHEDULES, PRECISIONS, TIMESTEP_SAMPLING, TrainingConfig
+from ..mrti.training.config import CROPS, G_CONDITIONS, LR_SCHEDULES, PRECISIONS, TIMESTEP_SAMPLING, TrainingConfig
 from ..mrti.training.templates import TEMPLATE_KINDS
-from . import train_files
+from . import host_contacts, train_files
 from .checked_combo import CheckedCombo
 from .concept_type import MultiResConcepts
+from .produced_files import ProducedFiles, current_node, widget_value
 from .train_run import run_training
 
 _SEED_MAX = 0xFFFFFFFFFFFFFFFF
+_TRAINED = ProducedFiles()
 
 
 def _inputs() -> list:
@@ -57,13 +59,18 @@ def _inputs() -> list:
                                 "concept goes."),
         CheckedCombo("timestep_sampling", options=list(TIMESTEP_SAMPLING), default="uniform",
                        tooltip="uniform over all 1000 timesteps (the paper); interval: only t_min..t_max; "
-                               "adaptive: more often where the measured g(t) is large, with a floor per bucket "
-                               "so all N embeddings train."),
+                               "adaptive: timesteps drawn in proportion to the measured g(t) (the "
+                               "conditional-gradient paper), with a floor per bucket so all N embeddings train."),
         io.Int.Input("t_min", default=0, min=0, max=999, tooltip="Lowest timestep for interval sampling."),
         io.Int.Input("t_max", default=999, min=0, max=999, tooltip="Highest timestep for interval sampling."),
         io.Float.Input("adaptive_floor", default=0.25, min=0.0, max=1.0, step=0.01,
                        tooltip="Adaptive sampling: the share of examples spread evenly over the N buckets "
-                               "(each bucket gets at least adaptive_floor / N of them)."),
+                               "(each bucket gets at least adaptive_floor / N of them). Not used at N = 1, "
+                               "where every example trains the one embedding."),
+        CheckedCombo("g_condition", options=list(G_CONDITIONS), default=G_CONDITIONS[0],
+                     tooltip="g(t) is the gradient norm of the prediction error with respect to this: the "
+                             "concept's own input vectors, or the text encoder's output for the whole prompt. "
+                             "Measured and charted in every mode; adaptive sampling draws from it."),
         # No "control after generate": a seed that changed after every queue would retrain from scratch
         # each time instead of letting the host reuse the finished run.
         io.Int.Input("seed", default=0, min=0, max=_SEED_MAX, control_after_generate=False,
@@ -90,6 +97,10 @@ def _inputs() -> list:
         CheckedCombo("crop", options=list(CROPS), default="center crop",
                        tooltip="center crop: scale the short side to image_size and cut the middle; "
                                "stretch: scale both sides (distorts non-square images)."),
+        io.Boolean.Input("flip", default=True,
+                         tooltip="Mirror each training example left to right with probability 0.5, as the "
+                                 "reference recipe does. Switch off for concepts whose left and right matter: "
+                                 "text, logos, an object's position or a face's asymmetry."),
         io.Boolean.Input("overwrite", default=False,
                          tooltip="Replace an existing concept file of the same name. Off: refuse before training."),
         MultiResConcepts.Input("concepts", optional=True,
@@ -124,12 +135,20 @@ class MultiResEmbeddingTrainer(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, name=None, **_) -> tuple:
+        # A re-queue after the trained concept file was deleted or replaced trains it again.
+        return _TRAINED.fingerprint(current_node(), widget_value(name))
+
+    @classmethod
     def execute(cls, images: list, concepts: list | None = None, **lists) -> io.NodeOutput:
         # Inputs arrive as lists (is_input_list) so that a dataset loader's image list trains one concept
         # in one run instead of one run per image; every other input must hold a single value.
         values = {key: _single(key, value) for key, value in lists.items()}
         run = {key: values.pop(key) for key in RUN_INPUTS}
         config = TrainingConfig.from_inputs(values)  # every other input is a setting; run_training validates
+        host_contacts.require(host_contacts.TRAINER,
+                              *([host_contacts.TRAINER_CHECKPOINTING] if config.gradient_checkpointing else []),
+                              clip=run["clip"], model=run["model"], vae=run["vae"])
         base = (_single("concepts", concepts) if concepts else None) or ConceptSet.empty()
         if config.name in base:
             raise MrtiError(f"name: a concept named {config.name!r} is already among the incoming concepts")
@@ -137,6 +156,7 @@ class MultiResEmbeddingTrainer(io.ComfyNode):
         node_id = getattr(hidden, "unique_id", None) if hidden is not None else None
         result = run_training(run["model"], run["clip"], run["vae"], images, config, resume=run["resume_from"],
                               overwrite=run["overwrite"], node_id=node_id)
+        _TRAINED.record(current_node(), widget_value(lists.get("name")), [train_files.concept_path(config.name)])
         return io.NodeOutput(base.with_concept(result.concept), result.loss_image, result.gradient_image)
 
 

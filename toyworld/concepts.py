@@ -60,6 +60,7 @@ class TrainingRecipe:
     t_min: int = 0
     t_max: int = 999
     adaptive_floor: float = 0.25
+    g_condition: str = "concept vectors"
     save_every: int = 0
     seed: int = 0
 
@@ -69,10 +70,9 @@ class TrainingRecipe:
                     gradient_accumulation=self.gradient_accumulation, learning_rate=self.learning_rate,
                     scale_lr=False, lr_schedule="constant", warmup_steps=0, templates="object",
                     custom_templates="a photo of {}", timestep_sampling=self.timestep_sampling,
-                    t_min=self.t_min, t_max=self.t_max, adaptive_floor=self.adaptive_floor, seed=self.seed,
-                    save_every=self.save_every,
-                    resume_from="none", precision="fp32", gradient_checkpointing=False, image_size=world.SIZE,
-                    crop="center crop", overwrite=True)
+                    t_min=self.t_min, t_max=self.t_max, adaptive_floor=self.adaptive_floor,
+                    g_condition=self.g_condition, seed=self.seed, save_every=self.save_every, resume_from="none", precision="fp32", gradient_checkpointing=False, image_size=world.SIZE,
+                    crop="center crop", flip=False, overwrite=True)  # position is one of the attributes
 
 
 def train(pack, model, clip, vae, images: torch.Tensor, name: str, recipe: TrainingRecipe):

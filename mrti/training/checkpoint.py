@@ -21,7 +21,7 @@ from safetensors.torch import save as _serialize
 from ..atomic_write import atomic_write_bytes
 from ..concept import ENCODER_KEYS
 from ..errors import ConceptFileError, MrtiError
-from .config import TrainingConfig, current_names
+from .config import TrainingConfig
 from .loop import LossScaler, TrainingState, make_optimizer
 from .timesteps import GradientBands
 
@@ -108,7 +108,7 @@ def read_checkpoint(path: str | PathLike[str]) -> CheckpointData:
                 for key in embeddings if f"adamw.exp_avg.{key}" in tensors}
         result = CheckpointData(
             path=file, step=int(data["step"]), name=str(data["name"]), init_word=str(data["init_word"]),
-            settings=current_names(dict(data["settings"])), embeddings=embeddings,
+            settings=dict(data["settings"]), embeddings=embeddings,
             adam=adam, rng=tensors["rng"], bands=dict(data["bands"]), scaler=dict(data["scaler"]),
             bucket_counts=[int(v) for v in data["bucket_counts"]], losses=[float(v) for v in data["losses"]])
     except (KeyError, TypeError, ValueError) as exc:

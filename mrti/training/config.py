@@ -16,22 +16,16 @@ from .templates import PLACEHOLDER, templates_for
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 TIMESTEP_SAMPLING = ("uniform", "interval", "adaptive")
+# What g(t)'s gradient is taken with respect to (docs/method.md, "Which timesteps to train on").
+G_CONDITIONS = ("concept vectors", "text encoder output")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = ("center crop", "stretch")
-
-# Settings stored by earlier versions under another name (checkpoints, concepts' training metadata).
-RENAMED_SETTINGS = {"resolution": "image_size"}
-
-def current_names(settings: dict) -> dict:
-    """``settings`` with the names they have now."""
-    return {RENAMED_SETTINGS.get(key, key): value for key, value in settings.items()}
-
 
 # Settings that shape the trajectory: a resumed run must agree on them, or it is a different run.
 TRAJECTORY_KEYS = ("num_scales", "vectors_per_token", "batch_size", "gradient_accumulation", "learning_rate",
                    "scale_lr", "lr_schedule", "warmup_steps", "templates", "timestep_sampling", "t_min",
-                   "t_max", "adaptive_floor", "seed", "precision", "image_size", "crop", "weight_decay",
-                   "init_word")
+                   "t_max", "adaptive_floor", "g_condition", "seed", "precision", "image_size", "crop", "flip",
+                   "weight_decay", "init_word")
 
 
 @dataclass(frozen=True)
@@ -53,12 +47,14 @@ class TrainingConfig:
     t_min: int = 0
     t_max: int = NUM_TIMESTEPS - 1
     adaptive_floor: float = 0.25
+    g_condition: str = G_CONDITIONS[0]
     seed: int = 0
     save_every: int = 500
     precision: str = "fp32"
     gradient_checkpointing: bool = False
     image_size: int = 512  # pixels; the square the training images are brought to
     crop: str = "center crop"
+    flip: bool = True  # mirror each example left to right with probability 0.5, as the reference does
     # Textual Inversion's AdamW decay, applied here only to the concept's own vectors.
     weight_decay: float = 0.01
 
@@ -101,6 +97,9 @@ class TrainingConfig:
             raise MrtiError(f"adaptive_floor {self.adaptive_floor!r} must lie between 0 and 1")
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("timestep_sampling", self.timestep_sampling, TIMESTEP_SAMPLING)
+        _choice("g_condition", self.g_condition, G_CONDITIONS)
+        if not isinstance(self.flip, bool):
+            raise MrtiError(f"flip must be true or false, got {self.flip!r}")
         _choice("precision", self.precision, PRECISIONS)
         _choice("crop", self.crop, CROPS)
         _int_range("t_min", self.t_min, 0, NUM_TIMESTEPS - 1)

@@ -4,7 +4,12 @@ examples and concept vectors into per-example losses.
 Only the ``N x V`` vectors per text encoder are parameters. Each example gets its own detached copy of
 the vectors of its timestep's bucket; after the backward pass those copies hold that example's own
 gradient, which is (a) added to the bucket's row of the parameter gradient, exactly what autograd would
-have done through indexing, and (b) measured as the example's g(t) without any extra pass.
+have done through indexing, and (b) turned into the example's g(t) without any extra pass.
+
+The loss is the mean squared error ``mean(r^2)`` of the model's raw output (``D`` numbers). g(t) is the
+norm of the gradient of the unsquared error ``||r|| = sqrt(D * mean(r^2))`` (docs/method.md, "Which timesteps
+to train on"); by the chain rule ``grad ||r|| = grad mean(r^2) * sqrt(D / mean(r^2)) / 2``, so the gradient the
+step already has gives it exactly, example by example.
 
 Everything a step consumes comes from ``TrainingState`` (vectors, AdamW moments, the one random
 generator, the g(t) bands), so a run resumed from a checkpoint continues exactly as an uninterrupted one.
@@ -28,6 +33,14 @@ from .timesteps import GradientBands, make_sampler
 NOISE_SEED_LIMIT = 2**62
 
 
+def error_norm_factor(mean_squared_error: float, output_size: int) -> float:
+    """``d||r|| / d mean(r^2)`` for an error ``r`` of ``output_size`` numbers: multiplies a gradient of the
+    squared loss into one of the unsquared error norm (NaN where the error is exactly zero)."""
+    if mean_squared_error <= 0.0:
+        return math.nan
+    return 0.5 * math.sqrt(output_size / mean_squared_error)
+
+
 class TrainingDiverged(MrtiError):
     """The loss or its gradient stopped being a finite number."""
 
@@ -39,12 +52,20 @@ class Example:
     timestep: int
     bucket: int
     noise_seed: int
+    flip: bool = False  # the picture mirrored left to right
 
 
 class Objective(Protocol):
+    output_size: int  # D: the numbers in one example's raw model output
+
     def losses(self, examples: Sequence[Example],
                vectors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
-        """Per-example loss ``[len(examples)]``; ``vectors[i][key]`` is the ``[V, width]`` input of example i."""
+        """Per-example mean squared error ``[len(examples)]`` of the raw output; ``vectors[i][key]`` is the
+        ``[V, width]`` input of example i."""
+
+    def contexts(self) -> Sequence[torch.Tensor] | None:
+        """The text encoder's output (the cross-attention context) of each example of the last ``losses``
+        call, with its gradient retained; None where the objective has no such tensor."""
 
 
 class LossScaler:
@@ -123,9 +144,17 @@ class StepReport:
     loss: float
     learning_rate: float
     examples: tuple[Example, ...]
-    grad_norms: tuple[float, ...]
+    grad_norms: tuple[float, ...]  # each example's g(t), for the run's condition
     seconds: float
     skipped: bool = False
+    # Each example's loss, and its g(t) under every definition the step could measure (`G_MEASURES`).
+    example_losses: tuple[float, ...] = ()
+    measures: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+
+# g(t) with respect to the concept's input vectors and to the text encoder's output (equation 4), and the
+# gradient norm of the squared loss itself, which is not g(t) but shows why the difference matters.
+G_MEASURES = ("concept vectors", "text encoder output", "squared loss")
 
 
 @dataclass
@@ -155,8 +184,10 @@ class TrainingLoop:
         image = int(torch.randint(0, self.num_images, (1,), generator=gen))
         template = int(torch.randint(0, self.num_templates, (1,), generator=gen))
         t = self.sampler.sample(gen)
+        # Drawn only when flipping is on, so runs without it keep the random stream they always had.
+        flip = bool(torch.rand((), generator=gen) < 0.5) if self.config.flip else False
         noise_seed = int(torch.randint(0, NOISE_SEED_LIMIT, (1,), generator=gen))
-        return Example(image, template, t, bucket_of(t, self.config.num_scales), noise_seed)
+        return Example(image, template, t, bucket_of(t, self.config.num_scales), noise_seed, flip)
 
     def step(self) -> StepReport:
         """One optimisation step: ``gradient_accumulation`` micro-batches of ``batch_size`` examples."""
@@ -165,7 +196,7 @@ class TrainingLoop:
         started = time.perf_counter()
         snap = state.snapshot()
         try:
-            grads, examples, norms, loss_sum = self._accumulate()
+            grads, examples, measured, loss_sum = self._accumulate()
         except BaseException:
             state.restore(snap)  # a cancelled or failed step leaves the state of the last finished one
             raise
@@ -186,8 +217,10 @@ class TrainingLoop:
         state.scaler.update(finite)
         state.step += 1
         state.losses.append(loss_sum / count)
-        report = StepReport(state.step, cfg.steps, loss_sum / count, lr, tuple(examples), tuple(norms),
-                            time.perf_counter() - started, skipped=not finite)
+        example_losses = measured.pop("loss")
+        report = StepReport(state.step, cfg.steps, loss_sum / count, lr, tuple(examples), measured[cfg.g_condition],
+                            time.perf_counter() - started, skipped=not finite, example_losses=example_losses,
+                            measures=measured)
         self.hooks.on_step(report)
         if cfg.save_every and state.step % cfg.save_every == 0 and state.step < cfg.steps:
             self.hooks.on_checkpoint(state)
@@ -197,10 +230,11 @@ class TrainingLoop:
         state, cfg = self.state, self.config
         grads = {key: torch.zeros_like(param) for key, param in state.embeddings.items()}
         examples: list[Example] = []
-        norms: list[float] = []
+        measured: dict[str, list[float]] = {"loss": []}
         loss_sum = 0.0
-        # The loss is a mean over every example of the step; undo that factor to report per-example norms.
+        # The loss is a mean over every example of the step; undo that factor to get per-example gradients.
         weight = 1.0 / (cfg.batch_size * cfg.gradient_accumulation)
+        unscale = 1.0 / (weight * state.scaler.scale)
         for micro in range(cfg.gradient_accumulation):
             if micro:
                 self.hooks.check_interrupt()
@@ -211,19 +245,32 @@ class TrainingLoop:
                 losses = self.objective.losses(batch, leaves)
                 self._check_losses(losses, batch)
                 (losses.sum() * (weight * state.scaler.scale)).backward()
-            for ex, leaf in zip(batch, leaves):
+            contexts = self.objective.contexts()
+            values = losses.detach().double().tolist()
+            for i, (ex, leaf) in enumerate(zip(batch, leaves)):
                 squared = 0.0
                 for key, vec in leaf.items():
                     grad = vec.grad if vec.grad is not None else torch.zeros_like(vec)
                     grads[key][ex.bucket] += grad
                     squared += float(grad.double().pow(2).sum())
-                norm = math.sqrt(squared) / (weight * state.scaler.scale)
-                state.bands.observe(ex.timestep, norm)
+                norms = {"squared loss": math.sqrt(squared) * unscale}
+                if contexts is not None and contexts[i].grad is not None:
+                    norms["text encoder output"] = float(contexts[i].grad.double().norm()) * unscale
+                to_unsquared = error_norm_factor(values[i], self.objective.output_size)
+                norms["concept vectors"] = norms["squared loss"] * to_unsquared
+                if "text encoder output" in norms:
+                    norms["text encoder output"] *= to_unsquared
+                if cfg.g_condition not in norms:
+                    raise MrtiError(f"g_condition {cfg.g_condition!r}: this model gives no such tensor to measure "
+                                    "g(t) on; use 'concept vectors'")
+                state.bands.observe(ex.timestep, norms[cfg.g_condition])
                 state.bucket_counts[ex.bucket] += 1
-                norms.append(norm)
-            loss_sum += float(losses.detach().double().sum())
+                for name, value in norms.items():
+                    measured.setdefault(name, []).append(value)
+                measured["loss"].append(values[i])
+            loss_sum += sum(values)
             examples.extend(batch)
-        return grads, examples, norms, loss_sum
+        return grads, examples, {name: tuple(v) for name, v in measured.items()}, loss_sum
 
     def _check_losses(self, losses: torch.Tensor, batch: Sequence[Example]) -> None:
         if losses.shape != (len(batch),):

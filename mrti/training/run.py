@@ -25,7 +25,7 @@ from .config import TRAJECTORY_KEYS, TrainingConfig
 from .images import prepare_images, upscale_warning
 from .loop import LoopHooks, Objective, StepReport, TrainingLoop, TrainingState, new_state
 from .plots import gradient_image, loss_curve_image
-from .timesteps import coverage_warning
+from .timesteps import GradientBands, coverage_warning, measures_eq4
 from .vector_scale import vector_scale_warning
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ class RunHost(Protocol):
 
     def progress(self, report: StepReport, state: TrainingState) -> None: ...
 
-    def objective(self, pixels: torch.Tensor) -> tuple[Objective, int]:
-        """The loss on the host's models for these training pictures, and how many latents it holds."""
+    def objective(self, pixels: torch.Tensor, mirrored: bool) -> tuple[Objective, int]:
+        """The loss on the host's models for these training pictures (and their mirror images, when
+        ``mirrored``), and how many pictures it holds."""
 
     def training(self) -> AbstractContextManager:
         """The host patched for training, undone on leaving."""
@@ -115,7 +116,7 @@ def train(config: TrainingConfig, images, host: RunHost, files: RunFiles, *, res
     checkpoint = _Checkpoints(files, start.checkpoint, config.name,
                               {"name": config.name, "init_word": settings["init_word"],
                                "base_family": family.value, "settings": settings})
-    objective, count = host.objective(pixels)
+    objective, count = host.objective(pixels, mirrored=config.flip)
     loop = TrainingLoop(config, state, objective, count, len(config.templates),
                         LoopHooks(check_interrupt=host.check_interrupt, on_step=_StepWatch(host, state),
                                   on_checkpoint=checkpoint))
@@ -136,8 +137,8 @@ def train(config: TrainingConfig, images, host: RunHost, files: RunFiles, *, res
     embeddings = {key: param.detach().clone() for key, param in state.embeddings.items()}
     concept = Concept(config.name, embeddings, info, str(target))
     path = _save_concept(concept, target, overwrite, state.step)
-    title = (f"g(t) per band of 20 timesteps ({config.timestep_sampling} sampling, "
-             f"{sum(state.bucket_counts)} examples)")
+    title = (f"g(t) for the {config.g_condition}, per band of 20 timesteps ({config.timestep_sampling} "
+             f"sampling, {sum(state.bucket_counts)} examples)")
     return RunResult(concept, path, state, loss_curve_image(state.losses, f"loss of {config.name!r}"),
                      gradient_image(state.bands.estimates(), config.num_scales, title))
 
@@ -158,7 +159,10 @@ def _starting_state(config: TrainingConfig, host: RunHost, files: RunFiles, resu
         # The vectors and the random stream continue the checkpoint's run: its init word and seed are the
         # true ones, whatever the inputs say now.
         recorded = {"init_word": data.init_word, "seed": data.settings.get("seed", config.seed)}
-        return _Start(restore_state(data, config), f"checkpoint {path.name}", recorded, path)
+        state = restore_state(data, config)
+        if not measures_eq4(data.bands):
+            _forget_old_g(path.name, config, state, host)
+        return _Start(state, f"checkpoint {path.name}", recorded, path)
     if kind == "concept":
         concept = load_concept(path)
         embeddings = {k: v.float() for k, v in concept.embeddings.items()}
@@ -176,6 +180,17 @@ def _starting_state(config: TrainingConfig, host: RunHost, files: RunFiles, resu
         return _Start(new_state(config, embedding.vectors), f"embedding {path.name}",
                       {"init_word": init_word_of(path)})
     return _Start(new_state(config, initial))
+
+
+def _forget_old_g(source: str, config: TrainingConfig, state: TrainingState, host: RunHost) -> None:
+    """A checkpoint whose g(t) is the gradient of the squared loss, not equation 4's (docs/method.md)."""
+    if config.timestep_sampling == "adaptive":
+        # Its estimates are in other units and peak elsewhere: sampling from them would not be this run's rule.
+        raise MrtiError(f"resume_from {source}: the checkpoint was written before g(t) followed the paper's "
+                        "definition, so its adaptive sampling cannot continue exactly; resume it with uniform "
+                        "sampling, or start a new run")
+    state.bands = GradientBands()
+    host.warn(f"{source} measured g(t) by an older definition; its g(t) chart starts again from this step")
 
 
 def _check_widths(source: str, embeddings: dict[str, torch.Tensor], widths: dict[str, int],

@@ -6,35 +6,33 @@ recipe); "object" describes a thing, "style" describes a way of depicting things
 from __future__ import annotations
 
 from ..errors import MrtiError
+from ..prompt_syntax import EMBEDDING_WORD, follows_embedding_word
 
 PLACEHOLDER = "{}"
 
+# The reference recipe's sentences (Textual Inversion's, which the multires reference trains with): 27
+# about an object and 19 about a style. The style list names two sentences twice; they stay, because the
+# reference draws from the list as it is, so those two come up twice as often.
 OBJECT_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}",
-    "a rendering of a {}",
-    "a close-up photo of the {}",
-    "a cropped photo of a {}",
-    "a bright photo of the {}",
-    "a dim photo of a {}",
-    "a clear photo of one {}",
-    "a small {} in a photo",
-    "a large {} in a photo",
-    "a photo of a clean {}",
-    "a photo of a weathered {}",
-    "the {} seen from nearby",
+    "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
+    "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",
+    "a photo of the cool {}", "a close-up photo of a {}", "a bright photo of the {}", "a cropped photo of a {}",
+    "a photo of the {}", "a good photo of the {}", "a photo of one {}", "a close-up photo of the {}",
+    "a rendition of the {}", "a photo of the clean {}", "a rendition of a {}", "a photo of a nice {}",
+    "a good photo of a {}", "a photo of the nice {}", "a photo of the small {}", "a photo of the weird {}",
+    "a photo of the large {}", "a photo of a cool {}", "a photo of a small {}",
 )
 
 STYLE_TEMPLATES: tuple[str, ...] = (
-    "a painting in the style of {}",
-    "a picture in the style of {}",
-    "artwork in the style of {}",
-    "a rendering in the style of {}",
-    "a small painting in the style of {}",
+    "a painting in the style of {}", "a rendering in the style of {}", "a cropped painting in the style of {}",
+    "the painting in the style of {}", "a clean painting in the style of {}",
+    "a dirty painting in the style of {}", "a dark painting in the style of {}", "a picture in the style of {}",
+    "a cool painting in the style of {}", "a close-up painting in the style of {}",
+    "a bright painting in the style of {}", "a cropped painting in the style of {}",
+    "a good painting in the style of {}", "a close-up painting in the style of {}",
+    "a rendition in the style of {}", "a nice painting in the style of {}",
+    "a small painting in the style of {}", "a weird painting in the style of {}",
     "a large painting in the style of {}",
-    "a detailed picture in the style of {}",
-    "a simple drawing in the style of {}",
-    "an image made in the style of {}",
-    "a colourful painting in the style of {}",
 )
 
 TEMPLATE_KINDS = ("object", "style", "custom")
@@ -52,6 +50,10 @@ def parse_custom_templates(text: str) -> tuple[str, ...]:
         if count != 1:
             raise MrtiError(f"custom_templates line {number} {line!r} has {count} '{{}}' placeholders; "
                             "each line needs exactly one")
+        if follows_embedding_word(line[:line.index(PLACEHOLDER)]):
+            raise MrtiError(f"custom_templates line {number} {line!r}: its '{{}}' follows '{EMBEDDING_WORD}', "
+                            "but the concept is not an embedding file name; write '{}' without "
+                            f"'{EMBEDDING_WORD}' before it")
     return templates
 
 

@@ -1,9 +1,16 @@
 """Which diffusion timestep each training example uses, and the running estimate of g(t).
 
-g(t) is the expected norm of the gradient of an example's loss with respect to the concept vectors it
-used (the conditional-gradient paper's measure of how much the condition matters at timestep t). The
-trainer gets it for free from the backward pass and records it for every strategy; the adaptive
-strategy also samples from it.
+g(t) is the conditional-gradient paper's equation 4: the expected norm of the gradient, with respect to the
+condition, of the *unsquared* norm of the model's prediction error at timestep t (docs/method.md, "Which
+timesteps to train on", says how the loop gets it from the backward pass it makes anyway). The trainer
+records it for every strategy; the adaptive strategy also samples from it (equation 5).
+
+The running estimate
+--------------------
+Per band of ``BAND_WIDTH`` timesteps, the plain mean of the first ``1 / EMA_RATE`` measurements, then an
+exponential average that forgets old ones: g(t) changes as the vectors train, and a band's first
+measurements are the noisiest. Bands never measured count at the mean of the measured ones, so a run
+starts uniform and no band is starved before it was seen.
 
 Adaptive sampling and its floor
 -------------------------------
@@ -12,8 +19,8 @@ Adaptive sampling and its floor
 a mixture of the g(t)-proportional distribution the paper samples from and a "bucket-uniform" one that
 picks one of the N buckets uniformly and then a timestep uniformly inside it. The second part alone
 gives every bucket probability ``floor / N``, so every one of the N embeddings keeps receiving examples
-however small its g(t) is, and every band inside a bucket keeps being measured, so an estimate that
-was low by chance can recover. Bands never measured yet count at the mean of the measured ones.
+however small its g(t) is. With one embedding (N = 1, the paper's setting) every example trains it, so
+there is nothing to protect and the floor is not applied: the draw is exactly equation 5.
 """
 from __future__ import annotations
 
@@ -27,9 +34,11 @@ from ..schedule import NUM_TIMESTEPS, bucket_of
 
 BAND_WIDTH = 20
 NUM_BANDS = NUM_TIMESTEPS // BAND_WIDTH
-# Weight of a new measurement in a band's running estimate: g(t) drifts as the vectors train, so old
-# measurements are forgotten, over about ten visits to the band.
+# Weight of a new measurement in a band's running estimate once it has 1 / EMA_RATE of them: g(t) drifts
+# as the vectors train, so old measurements are forgotten, over about ten visits to the band.
 EMA_RATE = 0.1
+# What the estimates measure; checkpoints from before g(t) followed equation 4 have no such mark.
+MEASURE = "eq4"
 
 
 def band_of(t: int) -> int:
@@ -48,11 +57,9 @@ class GradientBands:
         if not math.isfinite(value):
             return
         band = band_of(t)
-        if self.count[band] == 0:
-            self.estimate[band] = float(value)
-        else:
-            self.estimate[band] += self.rate * (float(value) - self.estimate[band])
         self.count[band] += 1
+        weight = max(1.0 / self.count[band], self.rate)
+        self.estimate[band] += weight * (float(value) - self.estimate[band])
 
     def estimates(self) -> list[float | None]:
         """The estimate per band, ``None`` where nothing was measured."""
@@ -65,7 +72,7 @@ class GradientBands:
         return [est if n else fill for est, n in zip(self.estimate, self.count)]
 
     def state_dict(self) -> dict:
-        return {"rate": self.rate, "estimate": list(self.estimate), "count": list(self.count)}
+        return {"rate": self.rate, "estimate": list(self.estimate), "count": list(self.count), "measure": MEASURE}
 
     def load_state_dict(self, state: dict) -> None:
         estimate, count = state.get("estimate"), state.get("count")
@@ -77,8 +84,15 @@ class GradientBands:
         self.count = [int(v) for v in count]
 
 
+def measures_eq4(state: dict) -> bool:
+    """Whether saved band statistics (``GradientBands.state_dict``) measure g(t) as equation 4 defines it."""
+    return state.get("measure") == MEASURE
+
+
 def adaptive_probabilities(bands: list[float], num_scales: int, floor: float) -> torch.Tensor:
     """``p(t)`` over the 1000 timesteps (float64), as described in the module docstring."""
+    if num_scales == 1:
+        floor = 0.0
     per_band = torch.tensor(bands, dtype=torch.float64).clamp_min(0.0)
     g = per_band.repeat_interleave(BAND_WIDTH)
     total = float(g.sum())

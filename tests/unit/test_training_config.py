@@ -65,6 +65,11 @@ def test_templates():
         parse_custom_templates("a {}\nno slot here")
     with pytest.raises(MrtiError, match="2 '{}' placeholders"):
         parse_custom_templates("{} and {}")
+    with pytest.raises(MrtiError, match=r"line 2 'embedding:\{\}': its '\{\}' follows 'embedding:'"):
+        parse_custom_templates("a photo of {}\nembedding:{}")  # was "list index out of range"
+    with pytest.raises(MrtiError, match=r"line 1 'a \(embedding: \{\}\)'"):
+        parse_custom_templates("a (embedding: {})")
+    assert parse_custom_templates("embedding:style_x {}") == ("embedding:style_x {}",)
     with pytest.raises(MrtiError, match="no templates"):
         templates_for("custom", "  \n ")
     with pytest.raises(MrtiError, match="unknown kind"):

@@ -11,38 +11,57 @@ from safetensors import safe_open
 from mrti.errors import ConceptFileError, MrtiError
 from mrti.training.checkpoint import checkpoint_step, read_checkpoint, restore_state, save_checkpoint
 from mrti.training.config import TrainingConfig
-from mrti.training.loop import LoopHooks, TrainingDiverged, TrainingLoop, new_state
+from mrti.training.loop import LoopHooks, TrainingDiverged, TrainingLoop, error_norm_factor, new_state
+from mrti.training.timesteps import band_of
 
 WIDTHS = {"clip_l": 6, "clip_g": 10}
 TEMPLATES = ("a photo of {}", "a drawing of {}")
 
 
 class Toy:
-    """Loss of an example: distance of its vectors to a per-image target, weighted by time, plus noise."""
+    """A stand-in model whose raw output error of an example is ``r = (tanh(vectors) - target) * w(t) + noise``:
+    the text encoder's output is ``tanh`` of the concatenated vectors, and the loss is ``mean(r^2)``."""
 
     def __init__(self, loop_ref: list, nan_at: int | None = None) -> None:
         gen = torch.Generator().manual_seed(42)
         self.targets = {k: torch.randn(1, 2, w, generator=gen) + 0.1 * torch.randn(3, 2, w, generator=gen)
                         for k, w in WIDTHS.items()}
         self.loop_ref, self.nan_at, self.calls = loop_ref, nan_at, []
+        self.output_size = 2 * sum(WIDTHS.values())
+        self.last_contexts = None
 
-    def losses(self, examples, vectors):
+    def contexts(self):
+        return self.last_contexts
+
+    def errors(self, examples, vectors):
+        """Per example: (text-encoder output, raw output error r)."""
         out = []
         for ex, vecs in zip(examples, vectors):
+            context = torch.tanh(torch.cat([vecs[k].flatten() for k in WIDTHS]).double())
+            target = torch.cat([torch.tanh(self.targets[k][ex.image]).flatten() for k in WIDTHS]).double()
+            noise = torch.randn(self.output_size, generator=torch.Generator().manual_seed(ex.noise_seed)) * 0.01
+            out.append((context, (context - target) * math.sqrt(1.0 + ex.timestep / 1000) + noise.double()))
+        return out
+
+    def losses(self, examples, vectors):
+        out, contexts = [], []
+        for ex, vecs, (context, error) in zip(examples, vectors, self.errors(examples, vectors)):
             self.calls.append((ex, {k: v.detach().clone() for k, v in vecs.items()}))
-            noise = torch.randn((), generator=torch.Generator().manual_seed(ex.noise_seed)) * 0.01
-            loss = sum(((vecs[k] - self.targets[k][ex.image]) ** 2).mean() for k in vecs)
-            loss = loss * (1.0 + ex.timestep / 1000) + noise
+            if context.requires_grad:
+                context.retain_grad()
+            contexts.append(context)
+            loss = error.pow(2).mean().float()
             if self.nan_at is not None and len(self.calls) == self.nan_at:
                 loss = loss * float("nan")
             out.append(loss)
+        self.last_contexts = contexts
         return torch.stack(out)
 
 
 def make_config(**overrides) -> TrainingConfig:
     values = dict(name="toy", init_word="cat", templates=TEMPLATES, num_scales=4, vectors_per_token=2, steps=20,
                   batch_size=2, gradient_accumulation=2, learning_rate=0.05, scale_lr=False,
-                  timestep_sampling="adaptive", seed=7, save_every=0)
+                  timestep_sampling="adaptive", seed=7, save_every=0, flip=True)
     values.update(overrides)
     return TrainingConfig(**values).validate()
 
@@ -98,20 +117,75 @@ def test_each_example_uses_its_buckets_vectors():
 
 
 def test_gradient_and_g_equal_autograd_per_example():
+    """g(t) is equation 4's norm of the gradient of the unsquared error ||r|| (the loss is mean(r^2)), with
+    respect to the concept's vectors and to the text encoder's output, each example on its own."""
     cfg = make_config(steps=1, gradient_accumulation=1, batch_size=3, learning_rate=0.0, weight_decay=0.0)
-    loop, toy = make_loop(cfg)
-    gen_state = loop.state.generator.get_state()
+    loop, _ = make_loop(cfg)
     report = loop.step()
-    # Recompute each example's loss through indexing of the parameters, as plain autograd would.
-    loop.state.generator.set_state(gen_state)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in loop.state.embeddings.items()}
-    for ex, norm in zip(report.examples, report.grad_norms):
+    assert report.grad_norms == report.measures["concept vectors"]
+    for i, ex in enumerate(report.examples):
         vecs = {k: params[k][ex.bucket] for k in params}
-        single = Toy([])
-        loss = single.losses([ex], [vecs])[0]
-        grads = torch.autograd.grad(loss, list(params.values()))
-        expected = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
-        assert norm == pytest.approx(expected, rel=1e-5)
+        (context, error), = Toy([]).errors([ex], [vecs])
+        context.retain_grad()
+        error.norm().backward(retain_graph=True)
+        unsquared = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in params.values()))
+        # float32 vectors: both sides round the same float64 gradient to float32 once, by other factors
+        assert report.measures["concept vectors"][i] == pytest.approx(unsquared, rel=1e-6)
+        assert report.measures["text encoder output"][i] == pytest.approx(float(context.grad.norm()), rel=1e-6)
+        loss_grads = torch.autograd.grad(error.pow(2).mean(), list(params.values()))
+        squared = math.sqrt(sum(float(g.double().pow(2).sum()) for g in loss_grads))
+        assert report.measures["squared loss"][i] == pytest.approx(squared, rel=1e-6)
+        assert report.example_losses[i] == pytest.approx(float(error.detach().pow(2).mean()), rel=1e-6)
+        for p in params.values():
+            p.grad = None
+
+
+def test_the_unsquared_error_factor_is_exact_in_float64():
+    gen = torch.Generator().manual_seed(0)
+    weights = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    target = torch.randn(7, generator=gen, dtype=torch.float64)
+    c = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True)
+    error = weights @ torch.tanh(c) - target
+    (squared,) = torch.autograd.grad(error.pow(2).mean(), c, retain_graph=True)
+    (unsquared,) = torch.autograd.grad(error.norm(), c)
+    factor = error_norm_factor(float(error.detach().pow(2).mean()), error.numel())
+    assert torch.allclose(squared * factor, unsquared, rtol=1e-13, atol=0)
+    assert math.isnan(error_norm_factor(0.0, 7))
+
+
+def test_g_condition_picks_what_the_bands_record():
+    cfg = make_config(steps=2, g_condition="text encoder output")
+    loop, _ = make_loop(cfg)
+    report = loop.step()
+    assert report.grad_norms == report.measures["text encoder output"]
+    assert report.grad_norms != report.measures["concept vectors"]
+    bands = loop.state.bands
+    for ex, g in zip(report.examples, report.grad_norms):
+        if bands.count[band_of(ex.timestep)] == 1:
+            assert bands.estimate[band_of(ex.timestep)] == g
+
+
+def test_a_condition_the_objective_cannot_give_is_refused():
+    cfg = make_config(steps=1, g_condition="text encoder output")
+    loop, toy = make_loop(cfg)
+    toy.contexts = lambda: None
+    with pytest.raises(MrtiError, match="g_condition 'text encoder output'.*'concept vectors'"):
+        loop.step()
+    assert loop.state.step == 0
+
+
+def test_flip_draws_mirrored_examples_only_when_on():
+    on, _ = make_loop(make_config(steps=10, flip=True))
+    seen_on = [ex.flip for _ in range(10) for ex in on.step().examples]
+    assert 10 < sum(seen_on) < 30  # 40 examples, about half mirrored
+    off, _ = make_loop(make_config(steps=1, flip=False, timestep_sampling="uniform"))
+    examples = off.step().examples
+    assert not any(ex.flip for ex in examples)
+    # Without flipping, the random stream is the one runs always had: image, template, t, noise seed.
+    gen = torch.Generator().manual_seed(7)
+    draws = [int(torch.randint(0, high, (1,), generator=gen)) for high in (3, 2, 1000, 2**62)]
+    assert (examples[0].image, examples[0].template, examples[0].timestep, examples[0].noise_seed) == tuple(draws)
 
 
 def test_interrupted_and_resumed_run_equals_a_straight_one(tmp_path):
@@ -213,17 +287,6 @@ def test_checkpoint_file_is_safetensors_with_json(tmp_path):
     for param in restored.embeddings.values():
         moments = restored.optimizer.state[param]
         assert float(moments["step"]) == 2.0
-
-
-def test_checkpoint_of_an_earlier_version_reads_with_current_setting_names(tmp_path):
-    # Checkpoints written before the trainer's `resolution` became `image_size` still resume and compare.
-    cfg = make_config(steps=1)
-    loop, _ = make_loop(cfg)
-    loop.run()
-    old = {("resolution" if key == "image_size" else key): value for key, value in cfg.settings().items()}
-    path = save_checkpoint(tmp_path / "old.safetensors", loop.state, name="toy", init_word="cat",
-                           base_family="sdxl", settings=old)
-    assert read_checkpoint(path).settings == cfg.settings()
 
 
 def test_bad_checkpoints_name_the_file(tmp_path):

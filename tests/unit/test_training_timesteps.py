@@ -20,6 +20,7 @@ from mrti.training.timesteps import (
     coverage_warning,
     index_ranges,
     make_sampler,
+    measures_eq4,
     unreachable_buckets,
 )
 
@@ -38,12 +39,25 @@ def test_bands_keep_a_running_mean_per_band():
     assert bands.filled()[band_of(500)] == pytest.approx(6.5)  # mean of the measured bands
     copy = GradientBands()
     copy.load_state_dict(bands.state_dict())
+    assert measures_eq4(bands.state_dict()) and not measures_eq4({"estimate": [], "count": []})
     assert copy.estimates() == est and copy.count == bands.count and copy.rate == 0.5
     with pytest.raises(MrtiError, match="bands"):
         copy.load_state_dict({"estimate": [1.0], "count": [1]})
 
 
-@pytest.mark.parametrize("num_scales", [1, 3, 7, 10, 64])
+def test_a_band_averages_its_first_measurements_then_forgets_old_ones():
+    bands = GradientBands(rate=0.1)
+    for value in (1.0, 2.0, 6.0):  # the first ten measurements of a band: their plain mean
+        bands.observe(100, value)
+    assert bands.estimate[band_of(100)] == pytest.approx(3.0)
+    for _ in range(7):
+        bands.observe(100, 3.0)
+    assert bands.estimate[band_of(100)] == pytest.approx(3.0) and bands.count[band_of(100)] == 10
+    bands.observe(100, 13.0)  # from then on, each new one weighs 0.1
+    assert bands.estimate[band_of(100)] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("num_scales", [3, 7, 10, 64])
 @pytest.mark.parametrize("floor", [0.0, 0.1, 0.25, 1.0])
 def test_adaptive_probabilities_keep_the_floor_in_every_bucket(num_scales, floor):
     g = [0.0] * NUM_BANDS
@@ -55,6 +69,38 @@ def test_adaptive_probabilities_keep_the_floor_in_every_bucket(num_scales, floor
         mass[bucket_of(t, num_scales)] += p[t]
     assert float(mass.min()) >= floor / num_scales - 1e-12
     assert float(p[400:420].sum()) >= 1 - floor - 1e-12
+
+
+def test_one_embedding_draws_exactly_in_proportion_to_g():
+    """Equation 5 at N = 1: the floor protects buckets, and there is only one, so it is not applied."""
+    g = [float(b % 7 + 1) for b in range(NUM_BANDS)]
+    p = adaptive_probabilities(g, 1, 0.25)
+    expected = torch.tensor(g, dtype=torch.float64).repeat_interleave(BAND_WIDTH)
+    assert torch.allclose(p, expected / expected.sum(), rtol=1e-12, atol=0)
+
+
+# The 0.999 quantile of the chi-square distribution with 49 degrees of freedom (50 bands, 1 constraint).
+CHI2_49_999 = 85.35
+
+
+@pytest.mark.parametrize("num_scales, floor", [(1, 0.25), (10, 0.25)])
+def test_draws_follow_the_recorded_distribution(num_scales, floor):
+    """Pearson's chi-square of 20,000 draws per band against p(t) summed per band, with a fixed seed: the
+    test fails if the sampler departs from its distribution, and a correct one fails at one seed in 1000."""
+    bands = GradientBands()
+    for t in range(0, 1000, BAND_WIDTH):
+        bands.observe(t, true_g(t) + (t % 140) / 100)
+    sampler = AdaptiveSampler(bands, num_scales, floor)
+    per_band = sampler.probabilities().reshape(NUM_BANDS, BAND_WIDTH).sum(1)
+    gen = torch.Generator().manual_seed(11)
+    draws = 20_000
+    counts = torch.bincount(torch.tensor([band_of(sampler.sample(gen)) for _ in range(draws)]), minlength=NUM_BANDS)
+    expected = per_band * draws
+    chi2 = float(((counts.double() - expected) ** 2 / expected).sum())
+    assert chi2 < CHI2_49_999
+    # and the test has power: the same draws against uniform are far off
+    flat = torch.full((NUM_BANDS,), draws / NUM_BANDS, dtype=torch.float64)
+    assert float(((counts.double() - flat) ** 2 / flat).sum()) > 10 * CHI2_49_999
 
 
 def test_adaptive_probabilities_follow_g():
