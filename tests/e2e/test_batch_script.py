@@ -1,4 +1,4 @@
-"""The README's batch-queueing script, run as a user would: extracted from README.md, started as a
+"""The documented batch-queueing script, run as a user would: extracted from docs/api.md, started as a
 subprocess against the real test server with an API-format workflow (tiny SD1 model, a multires loader and
 the timestep scheduler), two prompts x two seeds; then with workflows the server refuses or fails on."""
 from __future__ import annotations
@@ -33,9 +33,9 @@ TITLES = {"ckpt": "Load Checkpoint", "neg": "CLIP Text Encode (Prompt)", "latent
 
 
 def readme_script() -> str:
-    readme = (comfy_runtime.REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(rf"^{re.escape(HEADING)}\n(.*?)(?=^## |\Z)", readme, re.MULTILINE | re.DOTALL)
-    assert section, f"README.md has no section {HEADING!r}"
+    doc = (comfy_runtime.REPO_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    section = re.search(rf"^{re.escape(HEADING)}\n(.*?)(?=^## |\Z)", doc, re.MULTILINE | re.DOTALL)
+    assert section, f"docs/api.md has no section {HEADING!r}"
     blocks = re.findall(r"^```python\n(.*?)^```", section.group(1), re.MULTILINE | re.DOTALL)
     assert len(blocks) == 1, f"expected one python block under {HEADING!r}, found {len(blocks)}"
     return blocks[0]

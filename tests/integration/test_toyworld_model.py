@@ -25,7 +25,7 @@ def test_checkpoint_is_the_one_the_build_command_describes():
     digest = metadata["toyworld.tensors_sha256"]
     assert build.tensors_hash(load_file(str(CHECKPOINT))) == digest
     assert json.loads(metadata["toyworld.build"]) == asdict(build.BuildSettings())
-    assert digest in (REPO / "README.md").read_text(), "the README names another checkpoint"
+    assert digest in (REPO / "docs" / "toyworld.md").read_text(), "docs/toyworld.md names another checkpoint"
 
 
 @pytest.fixture(scope="module")
