@@ -17,7 +17,7 @@ def _write_bytes(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     # Makes the rename itself durable; not possible on every platform, hence best effort.
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -81,4 +81,4 @@ def atomic_write_bytes(target: Path, data: bytes, *, overwrite: bool) -> None:
             temp.unlink()
         except FileNotFoundError:
             pass
-    _fsync_folder(folder)
+    fsync_folder(folder)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .atomic_write import fsync_folder
 from .errors import ConceptFileError
 
 STAGED_SUFFIX = ".part"  # not an embedding extension: nothing lists a staged file as an embedding
@@ -61,20 +62,6 @@ def _place(staged: Path, target: Path) -> None:
         os.unlink(staged)
     except OSError:  # placed all the same; the staging folder goes as a whole
         pass
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the renames durable; not possible on every platform, hence best effort.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _process_gone(pid: int) -> bool:
@@ -232,4 +219,4 @@ def publish_set(folder: Path, label: str, files: Sequence[tuple[Path, bytes]], r
     finally:
         if not keep_staging:
             shutil.rmtree(staging, ignore_errors=True)
-    _fsync_folder(folder)
+    fsync_folder(folder)
