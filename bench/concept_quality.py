@@ -16,6 +16,9 @@ that toyworld.reader reads back. Parts:
   encoder's output (one embedding, N = 1, as in the conditional-gradient paper; then uniform and both
   adaptive kinds at N = 10), several seeds each: attribute match and loss against steps, steps to 90 % of
   uniform's final match, g(t) under each definition (and the squared loss's gradient beside it).
+- g_errors (not part of `all`): adaptive sampling on g(t) of each error the trainer offers (`g_error`: the
+  raw output, the denoised picture, relative to the error's size) against uniform and against the band
+  that teaches most alone, at N = 1 and N = 10.
 - bands (not part of `all`): what each stretch of 200 timesteps teaches one embedding on its own (N = 1,
   interval sampling), the ground truth that g(t) is meant to predict.
 - contrasts (not part of `all`): the differences between modes that tests/integration/test_toyworld_modes.py
@@ -203,7 +206,7 @@ def _g_curves(bench: Bench, concept: str, recipe: concepts.TrainingRecipe) -> di
     through the trainer's own host side and loop: the same examples and vectors as the node's run."""
     training = bench.pack.mrti.training
     inputs = recipe.inputs(concept)
-    for key in bench.pack.nodes.trainer.RUN_INPUTS:
+    for key in bench.pack.nodes.training.node.RUN_INPUTS:
         inputs.pop(key, None)
     config = training.TrainingConfig.from_inputs(inputs).validate()
     sums = {name: [0.0] * training.NUM_BANDS for name in G_CURVES}
@@ -217,14 +220,15 @@ def _g_curves(bench: Bench, concept: str, recipe: concepts.TrainingRecipe) -> di
                 sums[name][band] += report.measures[name][i]
 
     with torch.inference_mode(False):
-        host = bench.pack.nodes.train_run._Host(bench.model, bench.clip, bench.vae, config, None)
+        host = bench.pack.nodes.training.host.TrainingHost(bench.model, bench.clip, bench.vae, None)
         host.check_model()
         pixels = training.prepare_images(concepts.pictures(concepts.CONCEPTS[concept]), config.image_size, config.crop)
-        objective, count = host.objective(pixels, mirrored=config.flip)
+        objective, count = host.objective(pixels, mirrored=config.flip, templates=config.templates,
+                                          vectors_per_token=config.vectors_per_token, precision=config.precision)
         state = training.new_state(config, host.init_vectors(config.init_word, config.vectors_per_token))
         loop = training.TrainingLoop(config, state, objective, count, len(config.templates),
                                      training.LoopHooks(on_step=collect))
-        with host.training():
+        with host.training(config.gradient_checkpointing):
             loop.run()
     return {name: [v / n if n else math.nan for v, n in zip(values, counts)] for name, values in sums.items()}
 
@@ -250,6 +254,37 @@ def _band_groups(values: list[float], size: int = 5) -> list[float]:
     groups = [_finite_mean(values[i:i + size]) for i in range(0, len(values), size)]
     top = max(groups)
     return [g / top for g in groups]
+
+
+def _init_match(bench: Bench, concept: str, samples: int, seeds: int) -> float:
+    """Step 0: every embedding is still the init word's, so the concept draws what the word draws."""
+    rates = concepts.share_matching(bench.read(None, f"a photo of {concepts.INIT_WORD}", samples * seeds),
+                                    concepts.CONCEPTS[concept])
+    return statistics.fmean(rates.values())
+
+
+def _compare(runs: dict[str, list[Run]], eval_steps: tuple[int, ...], init_match: float) -> dict[str, dict]:
+    """The table of match against steps and steps to 90 % of uniform's final match (per N), then the final
+    match per attribute; returns each sampler's seed-mean match per step."""
+    print(f"\n  {'sampler':32s}" + "".join(f"{'step ' + str(s):>10s}" for s in (0,) + eval_steps)
+          + f"{'steps to 90%':>14s}")
+    target = {n: 0.9 * statistics.fmean(r.match[eval_steps[-1]] for r in runs[f"N{n} uniform"])
+              for n in (1, 10) if f"N{n} uniform" in runs}
+    curves = {}
+    for label, group in runs.items():
+        n = 1 if label.startswith("N1 ") else 10
+        means = {0: init_match, **{s: statistics.fmean(r.match[s] for r in group) for s in eval_steps}}
+        curves[label] = means
+        steps_each = [_steps_to(r.match, target[n]) for r in group]
+        print(f"  {label:32s}" + "".join(f"{means[s]:>10.2f}" for s in (0,) + eval_steps)
+              + f"{str(_steps_to(means, target[n])):>8s} {steps_each}")
+    print("  (steps to 90 %: first step whose seed-mean match reaches 0.9 x the uniform run's final mean of the "
+          "same N; per seed in brackets; None = not within the run)")
+    print("\nfinal match per attribute (mean over seeds)")
+    print(_header(32))
+    for label, group in runs.items():
+        print(_row(label, _mean([r.final for r in group]), 32))
+    return curves
 
 
 def sampling(bench: Bench, samples: int, seeds: int, figures: Path | None,
@@ -280,33 +315,13 @@ def sampling(bench: Bench, samples: int, seeds: int, figures: Path | None,
         track("N10 adaptive vectors", replace(base, timestep_sampling="adaptive"))
         track("N10 adaptive context", replace(base, timestep_sampling="adaptive", g_condition="text encoder output"))
 
-        # Step 0: every embedding is still the init word's, so the concept draws what the word draws.
-        init_rates = concepts.share_matching(
-            bench.read(None, f"a photo of {concepts.INIT_WORD}", samples * seeds), truth)
-        init_match = statistics.fmean(init_rates.values())
-
+        init_match = _init_match(bench, concept, samples, seeds)
         print(f"\n## {concept} = {world.caption(truth)}")
         print(f"g(t) in uniform N = 1 runs (mean over seeds), per 100 timesteps (clean end first), relative to the "
             f"largest; peak interval of the concept-vectors g(t): {peak[0]}..{peak[1]}")
         for name in G_CURVES:
             print(f"  {name:22s}" + " ".join(f"{v:5.2f}" for v in _band_groups(g[name])))
-        print(f"\n  {'sampler':24s}" + "".join(f"{'step ' + str(s):>10s}" for s in (0,) + eval_steps)
-            + f"{'steps to 90%':>14s}")
-        target = {n: 0.9 * statistics.fmean(r.match[eval_steps[-1]] for r in runs[f"N{n} uniform"]) for n in (1, 10)}
-        curves = {}
-        for label, group in runs.items():
-            n = 1 if label.startswith("N1 ") else 10
-            means = {0: init_match, **{s: statistics.fmean(r.match[s] for r in group) for s in eval_steps}}
-            curves[label] = means
-            steps_each = [_steps_to(r.match, target[n]) for r in group]
-            print(f"  {label:24s}" + "".join(f"{means[s]:>10.2f}" for s in (0,) + eval_steps)
-                + f"{str(_steps_to(means, target[n])):>8s} {steps_each}")
-        print("  (steps to 90 %: first step whose seed-mean match reaches 0.9 x the uniform run's final mean of the "
-            "same N; per seed in brackets; None = not within the run)")
-        print("\nfinal match per attribute (mean over seeds)")
-        print(_header(24))
-        for label, group in runs.items():
-            print(_row(label, _mean([r.final for r in group]), 24))
+        curves = _compare(runs, eval_steps, init_match)
 
         if figures:
             window = 20
@@ -328,6 +343,40 @@ def sampling(bench: Bench, samples: int, seeds: int, figures: Path | None,
             ]
             print("wrote", save_figure(figures / f"timestep_sampling_{concept}.png", panels,
                                        f"Toy world: timestep sampling ({seeds} seeds each, concept {concept})"))
+
+
+ORACLE_BAND = (800, 999)  # what the bands part found to teach most on its own, on both concepts
+
+
+def g_errors(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], scales: tuple[int, ...]) -> None:
+    """Adaptive sampling on g(t) of each error (config.G_ERRORS) against uniform and against the one band that
+    teaches most on its own (ORACLE_BAND): whether any g(t) finds that band, and how fast that band alone
+    learns, which bounds what any timestep sampler can gain on this model."""
+    base = replace(bench.recipe, save_every=max(1, bench.recipe.steps // 8))
+    eval_steps = tuple(base.save_every * e for e in EVAL_EIGHTHS)
+    print(f"adaptive sampling on g(t) of each error; {', '.join(names)}; {seeds} training seeds; {base.steps} "
+          f"steps, lr {base.learning_rate} (unscaled), batch 1 x accumulation {base.gradient_accumulation}, no "
+          f"flips; `a photo of <S[0]>` read at steps {eval_steps}, {samples} samples each (mean of 5 attributes)")
+    for concept in names:
+        runs: dict[str, list[Run]] = {}
+        track = functools.partial(_track, bench, concept, runs, seeds, samples, eval_steps)
+        for n in scales:
+            recipe = replace(base, num_scales=n)
+            track(f"N{n} uniform", recipe)
+            if n == 1:
+                track(f"N1 interval {ORACLE_BAND[0]}-{ORACLE_BAND[1]}", replace(
+                    recipe, timestep_sampling="interval", t_min=ORACLE_BAND[0], t_max=ORACLE_BAND[1]))
+            for error in bench.pack.mrti.training.config.G_ERRORS:
+                track(f"N{n} adaptive {error}", replace(recipe, timestep_sampling="adaptive", g_error=error))
+        print(f"\n## {concept} = {world.caption(concepts.CONCEPTS[concept])}")
+        _compare(runs, eval_steps, _init_match(bench, concept, samples, seeds))
+        print("\ng(t) each adaptive run ended with (its sampler's estimate, mean over seeds), per 100 timesteps "
+              "(clean end first), relative to the largest")
+        for label, group in runs.items():
+            if "adaptive" in label:
+                values = [_finite_mean(math.nan if r.bands[b] is None else r.bands[b] for r in group)
+                          for b in range(len(group[0].bands))]
+                print(f"  {label:32s}" + " ".join(f"{v:5.2f}" for v in _band_groups(values)))
 
 
 def contrasts(bench: Bench, samples: int, seeds: int) -> None:
@@ -398,7 +447,7 @@ def bands(bench: Bench, samples: int, seeds: int, names: tuple[str, ...]) -> Non
 def speed(bench: Bench) -> None:
     print("\n== speed on this machine")
     for label, steps, seconds in bench.train_seconds:
-        print(f"  train {label:28s} {steps:5d} steps {seconds:7.1f} s  {steps / seconds:6.2f} steps/s")
+        print(f"  train {label:32s} {steps:5d} steps {seconds:7.1f} s  {steps / seconds:6.2f} steps/s")
     pictures = sum(c for c, _ in bench.sample_seconds)
     seconds = sum(s for _, s in bench.sample_seconds)
     if pictures:
@@ -408,7 +457,8 @@ def speed(bench: Bench) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", choices=("learning", "scales", "sampling", "bands", "contrasts", "probe", "all"), default="all")
+    parser.add_argument("part", nargs="?", default="all", choices=(
+        "learning", "scales", "sampling", "g_errors", "bands", "contrasts", "probe", "all"))
     parser.add_argument("--samples", type=int, default=None,
                         help="samples per prompt (default: 32 for learning, 8 for the others)")
     parser.add_argument("--steps", type=int, default=concepts.TrainingRecipe.steps, help="training steps per run")
@@ -417,6 +467,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_OUT, help="the toy-world checkpoint to use")
     parser.add_argument("--concepts", nargs="+", choices=tuple(concepts.CONCEPTS), default=SAMPLING_CONCEPTS,
                         help="the concepts the sampling part trains")
+    parser.add_argument("--scales", nargs="+", type=int, choices=(1, 10), default=(1, 10),
+                        help="g_errors: the numbers of embeddings N to compare at")
     parser.add_argument("--report", type=Path, default=None,
                         help="also write what the run prints into this Markdown file (docs/results/...)")
     opts = parser.parse_args()
@@ -432,7 +484,7 @@ def main() -> None:
     bench = Bench(pack, *concepts.host_sampling.load_checkpoint(opts.checkpoint),
                   recipe=concepts.TrainingRecipe(steps=opts.steps))
     started = time.perf_counter()
-    title = f"Toy world: {opts.part}" + (f" ({', '.join(opts.concepts)})" if opts.part in ("sampling", "bands")
+    title = f"Toy world: {opts.part}" + (f" ({', '.join(opts.concepts)})" if opts.part in ("sampling", "g_errors", "bands")
                                          else "")
     with reported(opts.report, title, model=opts.checkpoint):
         if opts.part in ("learning", "all"):
@@ -443,6 +495,8 @@ def main() -> None:
             sampling(bench, opts.samples or 8, opts.seeds, opts.figures, tuple(opts.concepts))
         if opts.part == "contrasts":
             contrasts(bench, opts.samples or 16, opts.seeds)
+        if opts.part == "g_errors":
+            g_errors(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts), tuple(opts.scales))
         if opts.part == "bands":
             bands(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts))
         if opts.part == "probe":

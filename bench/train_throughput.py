@@ -108,7 +108,7 @@ def baseline_loop(package, model, clip, vae, pixels, opts, total_steps: int) -> 
     mm.load_models_gpu([model, clip.patcher], force_full_load=True)
     device = model.load_device
     times = []
-    patches = package.nodes.train_patches
+    patches = package.nodes.training.patches
     with patches.frozen(model.model, clip.cond_stage_model), patches.out_of_place_clip(clip):
         for _ in range(total_steps):
             started = time.perf_counter()
@@ -146,7 +146,7 @@ def trainer_loop(package, model, clip, vae, pixels, opts, total_steps: int) -> l
         batch_size=opts.batch, gradient_accumulation=1, learning_rate=5e-4, scale_lr=False, seed=0, save_every=0,
         image_size=opts.size, precision=opts.precision)
     # Each step's time as the trainer reports it to its progress bar.
-    host_class = package.nodes.train_run._Host
+    host_class = package.nodes.training.host.TrainingHost
     report_progress, seconds = host_class.progress, []
 
     def timed(host, report, state):
@@ -155,7 +155,7 @@ def trainer_loop(package, model, clip, vae, pixels, opts, total_steps: int) -> l
 
     host_class.progress = timed
     try:
-        package.nodes.train_run.run_training(model, clip, vae, pixels, config, overwrite=True)
+        package.nodes.training.host.run_training(model, clip, vae, pixels, config, overwrite=True)
     finally:
         host_class.progress = report_progress
     return seconds

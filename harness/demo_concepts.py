@@ -11,8 +11,10 @@ from mrti.concept import Concept, ConceptInfo, ModelFamily
 from mrti.concept_file import save_concept
 from toyworld import concepts as toy_concepts
 
-# Trained on the toy-world model from four pictures of toy_concepts.CONCEPTS["ycs"] (see the README).
+# Trained on the toy-world model from four pictures of toy_concepts.CONCEPTS["ycs"] and of ["bsd"]
+# (docs/toyworld.md): two concepts that differ in every attribute, for the two_concepts workflow.
 TOY_DEMO_CONCEPT = Path(toy_concepts.__file__).resolve().parent / "demo_concept.safetensors"
+TOY_DOTS_CONCEPT = Path(toy_concepts.__file__).resolve().parent / "demo_concept_bsd.safetensors"
 
 TRAINING_FOLDER = "my_concept"  # the subfolder of ComfyUI's input folder the train_then_sample workflow reads
 
@@ -30,15 +32,16 @@ def random_concept(name: str, family: ModelFamily = ModelFamily.SD1, num_scales:
 
 
 def write_demo_concepts(folder: Path) -> list[Path]:
-    """`demo.safetensors` (SD1: the toy world's trained demo concept) and `demo_xl.safetensors` (SDXL,
-    random), written once; never overwritten."""
+    """`demo.safetensors` and `demo_dots.safetensors` (SD1: the toy world's trained demo concepts) and
+    `demo_xl.safetensors` (SDXL, random), written once; never overwritten."""
     folder.mkdir(parents=True, exist_ok=True)
-    demo, demo_xl = folder / "demo.safetensors", folder / "demo_xl.safetensors"
-    if not demo.exists():
-        shutil.copyfile(TOY_DEMO_CONCEPT, demo)
+    demo, dots, demo_xl = (folder / f"{n}.safetensors" for n in ("demo", "demo_dots", "demo_xl"))
+    for source, target in ((TOY_DEMO_CONCEPT, demo), (TOY_DOTS_CONCEPT, dots)):
+        if not target.exists():
+            shutil.copyfile(source, target)
     if not demo_xl.exists():
         save_concept(random_concept("demo_xl", ModelFamily.SDXL), demo_xl)
-    return [demo, demo_xl]
+    return [demo, dots, demo_xl]
 
 
 def write_training_images(input_dir: Path, count: int = 4) -> Path:

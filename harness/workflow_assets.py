@@ -3,7 +3,10 @@
 Each workflow is defined here as an API-format graph plus a layout; the frontend loads it (`loadApiJson`),
 the nodes are placed, and `graph.serialize()` gives the workflow file ComfyUI users load. Run:
 
-    .venv/bin/python -m harness.workflow_assets [name ...]   # workflow names or 'charts'; default all
+    .venv/bin/python -m harness.workflow_assets [name ...]   # workflow names, 'charts' or 'editor'; default all
+
+'editor' stamps the browser tests' screenshots into the documents' editor pictures (harness/editor_pictures.py);
+the workflows' own pictures of the editor are stamped as they are taken.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from harness import comfy_runtime, graphs, host, tiny_models
+from harness import comfy_runtime, editor_pictures, graphs, host, tiny_models
 from harness.browser import Browser, open_comfyui
 from harness.demo_concepts import TRAINING_FOLDER
 from harness.devserver import DEMO_SDXL_CHECKPOINT, prepare_demo_base
@@ -73,11 +76,12 @@ def sampling_sdxl() -> dict:
 
 
 def two_concepts() -> dict:
-    """The paper's Figure 2: one concept's coarse structure, another's fine detail."""
-    graph = graphs.multires_txt2img(TOY, [("demo.safetensors", "layout"), ("demo.safetensors", "texture")],
-                                    "a photo of <layout(5)> with <texture|0|>", steps=20, size=world.SIZE,
+    """The paper's Figure 2: one concept's coarse structure, another's fine detail. On the toy world the
+    yellow striped circle's background, colour and place come with the blue dotted square's shape."""
+    graph = graphs.multires_txt2img(TOY, [("demo.safetensors", "layout"), ("demo_dots.safetensors", "detail")],
+                                    "a photo of <layout(5)> with <detail|0|>", steps=20, size=world.SIZE,
                                     prefix="multires_two")
-    return titled(graph, load0="Load concept: layout", load1="Load concept: texture")
+    return titled(graph, load0="Load concept: layout", load1="Load concept: detail")
 
 
 def resolution_grid() -> dict:
@@ -149,7 +153,8 @@ def columns(api: dict) -> list[list[str]]:
     return out
 
 
-def build(browser: Browser, url: str, name: str, out_dir: Path, picture: Path | None = None) -> Path:
+def build(browser: Browser, url: str, name: str, out_dir: Path, picture: Path | None = None,
+          object_info: dict | None = None) -> Path:
     api = WORKFLOWS[name]()
     # The stock frontend-only Note node, last so the other nodes keep their ids; placed top left.
     api["note"] = {"class_type": "Note", "inputs": {"text": note(api)}}
@@ -177,6 +182,9 @@ def build(browser: Browser, url: str, name: str, out_dir: Path, picture: Path | 
             }}
             x += widest + 50;
         }}
+        // Shipped with fixed seeds, so a user's first queue draws the pictures the documents show.
+        for (const node of app.graph._nodes)
+            for (const w of node.widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
         app.canvas.ds.scale = {scale}; app.canvas.ds.offset = [{round(72 / scale)}, {round(112 / scale)}];
         app.canvas.setDirty(true, true);
     }})()""")
@@ -187,9 +195,9 @@ def build(browser: Browser, url: str, name: str, out_dir: Path, picture: Path | 
     shot = browser.screenshot(out_dir / f"{name}.png")
     Image.open(shot).convert("RGB").resize((768, 423)).save(out_dir / f"{name}.jpg", quality=85)
     if picture:
-        shot.replace(picture)
-    else:
-        shot.unlink()
+        editor_pictures.save_stamped(Image.open(shot), picture,
+                                     editor_pictures.definitions_stamp(object_info, picture.name))
+    shot.unlink()
     return path
 
 
@@ -213,7 +221,7 @@ def training_charts(server: ComfyServer) -> None:
 
 
 def main(names: list[str]) -> None:
-    known = [*WORKFLOWS, "charts"]
+    known = [*WORKFLOWS, "charts", "editor"]
     unknown = set(names) - set(known)
     if unknown:
         raise SystemExit(f"unknown name(s) {sorted(unknown)}; known: {', '.join(known)}")
@@ -225,11 +233,14 @@ def main(names: list[str]) -> None:
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}))
     prepare_demo_base(base)  # the demo server's models, concepts and training pictures
     with ComfyServer(base) as server, Browser(width=1560, height=860) as browser:
+        object_info = ComfyClient(server.url).get("/object_info", timeout=120)
         for name in names or known:
             if name == "charts":
                 training_charts(server)
+            elif name == "editor":
+                print("wrote", *editor_pictures.from_screenshots(object_info))
             else:
-                build(browser, server.url, name, ROOT / "workflows", PICTURES.get(name))
+                build(browser, server.url, name, ROOT / "workflows", PICTURES.get(name), object_info)
 
 
 if __name__ == "__main__":

@@ -401,7 +401,6 @@ function onTrainingProgress(event) {
 
 app.registerExtension({
   name: "multiresolutiontextualinversion.editor",
-  concepts: conceptInfo, // what the server last said about each concept file (read by the browser tests)
   async setup() {
     api.addEventListener("mrti.train.progress", onTrainingProgress);
     await refreshConcepts();

@@ -40,6 +40,12 @@ def text_encoders(clip) -> dict[str, comfy.sd1_clip.SDTokenizer]:
     return {key: tokenizer for key, (_, tokenizer) in _sub_tokenizers(clip).items()}
 
 
+def sub_tokenizer_attributes(clip) -> list[str]:
+    """The attribute names of the sub-tokenizers ("clip_l", "clip_g", ...); the host names each sub-encoder of
+    `cond_stage_model` the same way."""
+    return [attr for attr, _ in _sub_tokenizers(clip).values()]
+
+
 def encoder_widths(clip) -> dict[str, int]:
     return {key: tokenizer.embedding_size for key, tokenizer in text_encoders(clip).items()}
 

@@ -17,7 +17,7 @@ from .a1111_prompt import a1111_prompt_output
 from .checked_combo import CheckedCombo
 from .concept_type import MultiResConcepts
 from .produced_files import ProducedFiles, current_node, widget_value
-from .scheduler import MODEL_TOOLTIP
+from .timestep_conditioning import MODEL_TOOLTIP
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from . import model_folders, routes
 from .export import MultiResEmbeddingExport
 from .grid import MultiResGridImage, MultiResGridPrompts
 from .loader import MultiResEmbeddingLoader
-from .scheduler import TimestepConditioningScheduler
-from .trainer import MultiResEmbeddingTrainer
+from .timestep_conditioning import TimestepConditioningScheduler
+from .training.node import MultiResEmbeddingTrainer
 
 
 class MultiResExtension(ComfyExtension):

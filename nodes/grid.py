@@ -19,7 +19,7 @@ from . import host_contacts
 from .concept_type import MultiResConcepts
 from .model_support import prompt_edges
 from .prompt_encoding import encode_plan, plan_schedule
-from .scheduler import MODEL_TOOLTIP
+from .timestep_conditioning import MODEL_TOOLTIP
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Encoding a multires prompt with the host's CLIP: one text-encoder pass per distinct token state.
+"""Encoding a multires prompt with the host's CLIP: each distinct token state once, all of them in one pass
+of each text encoder (nodes/batched_encode.py).
 
 Each concept tag is replaced by an `embedding:` word that the host's tokenizer resolves through a
 lookup we add to a copy of it, so chunking, `(word:1.2)` weights and ordinary `embedding:` files are all
@@ -22,10 +23,10 @@ from ..mrti.errors import MrtiError
 from ..mrti.prompt_syntax import Mode, ParsedPrompt, Resolution, ResolvedTag, parse_prompt, resolve_tags
 from ..mrti.schedule import StateSpan, TokenState, distinct_states, materialize, state_spans
 from ..mrti.step_ranges import SigmaRange, TimestepEdges, progress_range
+from .batched_encode import one_pass_per_encoder
 from .clip_slots import clip_with_slots, slot_word, text_encoders
 
 log = logging.getLogger(__name__)
-
 
 
 def concept_vectors(concept: Concept, encoders: Mapping[str, comfy.sd1_clip.SDTokenizer]) -> dict[str, torch.Tensor]:
@@ -96,15 +97,16 @@ def encode_plan(clip, concepts: ConceptSet, plan: SchedulePlan) -> list:
     vectors = {name: concept_vectors(concepts[name], encoders) for name in {tag.name for tag in tags}}
     substituted = _substituted_text(plan.parsed.segments)
 
-    encoded: dict[tuple[TokenState, ...], list] = {}
+    clones, tokens = {}, {}
     for states in distinct_states(span for span, _ in spans):
         slots = {
             slot_word(i): {key: materialize(state, vectors[tag.name][key]) for key in encoders}
             for i, (tag, state) in enumerate(zip(tags, states))
         }
-        encoder = clip_with_slots(clip, lambda key, word, _slots=slots: _slots.get(word, {}).get(key))
-        encoded[states] = encoder.encode_from_tokens_scheduled(encoder.tokenize(substituted))
-
+        clones[states] = clip_with_slots(clip, lambda key, word, _slots=slots: _slots.get(word, {}).get(key))
+        tokens[states] = clones[states].tokenize(substituted)
+    with one_pass_per_encoder(clip, tokens.values()):
+        encoded = {states: clone.encode_from_tokens_scheduled(tokens[states]) for states, clone in clones.items()}
     return scheduled(spans, encoded)
 
 

@@ -61,6 +61,7 @@ class TrainingRecipe:
     t_max: int = 999
     adaptive_floor: float = 0.25
     g_condition: str = "concept vectors"
+    g_error: str = "raw output"
     save_every: int = 0
     seed: int = 0
 
@@ -71,19 +72,21 @@ class TrainingRecipe:
                     scale_lr=False, lr_schedule="constant", warmup_steps=0, templates="object",
                     custom_templates="a photo of {}", timestep_sampling=self.timestep_sampling,
                     t_min=self.t_min, t_max=self.t_max, adaptive_floor=self.adaptive_floor,
-                    g_condition=self.g_condition, seed=self.seed, save_every=self.save_every, resume_from="none", precision="fp32", gradient_checkpointing=False, image_size=world.SIZE,
+                    g_condition=self.g_condition, g_error=self.g_error, seed=self.seed,
+                    save_every=self.save_every, resume_from="none", precision="fp32", gradient_checkpointing=False,
+                    image_size=world.SIZE,
                     crop="center crop", flip=False, overwrite=True)  # position is one of the attributes
 
 
 def train(pack, model, clip, vae, images: torch.Tensor, name: str, recipe: TrainingRecipe):
     """(concept set holding `name`, the node's loss chart, its g(t) chart)."""
     with torch.inference_mode():
-        return pack.nodes.trainer.MultiResEmbeddingTrainer.execute(
+        return pack.nodes.training.node.MultiResEmbeddingTrainer.execute(
             model=model, clip=clip, vae=vae, images=images, **recipe.inputs(name)).result
 
 
 def multires_conditioning(pack, clip, concepts, text: str):
-    return pack.nodes.scheduler.TimestepConditioningScheduler.execute(
+    return pack.nodes.timestep_conditioning.TimestepConditioningScheduler.execute(
         clip=clip, concepts=concepts, text=text, mode="fully", resolution="0", interpolate=False).result[0]
 
 
@@ -118,7 +121,7 @@ def checkpoint_concepts(pack, trained) -> list[tuple[int, object, object]]:
     (name,) = trained
     concept = trained[name]
     out = []
-    folder = pack.nodes.train_files.latest_checkpoint(name).parent  # the last run of that name
+    folder = pack.nodes.training.folders.latest_checkpoint(name).parent  # the last run of that name
     for path in sorted(folder.glob("*.safetensors")):
         data = pack.mrti.training.checkpoint.read_checkpoint(path)
         at_step = dataclasses.replace(concept, embeddings=data.embeddings, source=str(path))

@@ -18,14 +18,17 @@ LR_SCHEDULES = ("constant", "cosine", "linear")
 TIMESTEP_SAMPLING = ("uniform", "interval", "adaptive")
 # What g(t)'s gradient is taken with respect to (docs/method.md, "Which timesteps to train on").
 G_CONDITIONS = ("concept vectors", "text encoder output")
+# Which error g(t) is the gradient norm of (docs/method.md, "Which error"): the model's raw output (equation 4
+# as written), the same error in the units of the denoised picture, or relative to its own size.
+G_ERRORS = ("raw output", "denoised picture", "relative")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = ("center crop", "stretch")
 
 # Settings that shape the trajectory: a resumed run must agree on them, or it is a different run.
 TRAJECTORY_KEYS = ("num_scales", "vectors_per_token", "batch_size", "gradient_accumulation", "learning_rate",
                    "scale_lr", "lr_schedule", "warmup_steps", "templates", "timestep_sampling", "t_min",
-                   "t_max", "adaptive_floor", "g_condition", "seed", "precision", "image_size", "crop", "flip",
-                   "weight_decay", "init_word")
+                   "t_max", "adaptive_floor", "g_condition", "g_error", "seed", "precision", "image_size", "crop",
+                   "flip", "weight_decay", "init_word")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class TrainingConfig:
     t_max: int = NUM_TIMESTEPS - 1
     adaptive_floor: float = 0.25
     g_condition: str = G_CONDITIONS[0]
+    g_error: str = G_ERRORS[0]
     seed: int = 0
     save_every: int = 500
     precision: str = "fp32"
@@ -98,6 +102,7 @@ class TrainingConfig:
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("timestep_sampling", self.timestep_sampling, TIMESTEP_SAMPLING)
         _choice("g_condition", self.g_condition, G_CONDITIONS)
+        _choice("g_error", self.g_error, G_ERRORS)
         if not isinstance(self.flip, bool):
             raise MrtiError(f"flip must be true or false, got {self.flip!r}")
         _choice("precision", self.precision, PRECISIONS)

@@ -33,6 +33,17 @@ from .timesteps import GradientBands, make_sampler
 NOISE_SEED_LIMIT = 2**62
 
 
+def g_error_factor(g_error: str, mean_squared_error: float, output_size: int, denoised_scale: float) -> float:
+    """What turns equation 4's g(t) for the raw output's error into g(t) for the error `g_error` names
+    (config.G_ERRORS): the denoised picture's error is the raw one times `denoised_scale`; `relative` is
+    the gradient of ``log ||r||``, i.e. divided by ``||r|| = sqrt(D * mean(r^2))``."""
+    if g_error == "denoised picture":
+        return denoised_scale
+    if g_error == "relative":
+        return 1.0 / math.sqrt(output_size * mean_squared_error) if mean_squared_error > 0.0 else math.nan
+    return 1.0
+
+
 def error_norm_factor(mean_squared_error: float, output_size: int) -> float:
     """``d||r|| / d mean(r^2)`` for an error ``r`` of ``output_size`` numbers: multiplies a gradient of the
     squared loss into one of the unsquared error norm (NaN where the error is exactly zero)."""
@@ -66,6 +77,10 @@ class Objective(Protocol):
     def contexts(self) -> Sequence[torch.Tensor] | None:
         """The text encoder's output (the cross-attention context) of each example of the last ``losses``
         call, with its gradient retained; None where the objective has no such tensor."""
+
+    def denoised_scales(self) -> Sequence[float]:
+        """Per example of the last ``losses`` call, ``|d denoised / d output|``: the factor that turns an error
+        of the raw output into the same error of the denoised picture (sigma for eps prediction)."""
 
 
 class LossScaler:
@@ -144,7 +159,7 @@ class StepReport:
     loss: float
     learning_rate: float
     examples: tuple[Example, ...]
-    grad_norms: tuple[float, ...]  # each example's g(t), for the run's condition
+    grad_norms: tuple[float, ...]  # each example's g(t) as the run's bands record it (g_condition, g_error)
     seconds: float
     skipped: bool = False
     # Each example's loss, and its g(t) under every definition the step could measure (`G_MEASURES`).
@@ -217,8 +232,8 @@ class TrainingLoop:
         state.scaler.update(finite)
         state.step += 1
         state.losses.append(loss_sum / count)
-        example_losses = measured.pop("loss")
-        report = StepReport(state.step, cfg.steps, loss_sum / count, lr, tuple(examples), measured[cfg.g_condition],
+        example_losses, sampled = measured.pop("loss"), measured.pop("g")
+        report = StepReport(state.step, cfg.steps, loss_sum / count, lr, tuple(examples), sampled,
                             time.perf_counter() - started, skipped=not finite, example_losses=example_losses,
                             measures=measured)
         self.hooks.on_step(report)
@@ -230,7 +245,7 @@ class TrainingLoop:
         state, cfg = self.state, self.config
         grads = {key: torch.zeros_like(param) for key, param in state.embeddings.items()}
         examples: list[Example] = []
-        measured: dict[str, list[float]] = {"loss": []}
+        measured: dict[str, list[float]] = {"loss": [], "g": []}
         loss_sum = 0.0
         # The loss is a mean over every example of the step; undo that factor to get per-example gradients.
         weight = 1.0 / (cfg.batch_size * cfg.gradient_accumulation)
@@ -247,6 +262,7 @@ class TrainingLoop:
                 (losses.sum() * (weight * state.scaler.scale)).backward()
             contexts = self.objective.contexts()
             values = losses.detach().double().tolist()
+            scales = self.objective.denoised_scales() if cfg.g_error == "denoised picture" else [1.0] * len(batch)
             for i, (ex, leaf) in enumerate(zip(batch, leaves)):
                 squared = 0.0
                 for key, vec in leaf.items():
@@ -263,7 +279,10 @@ class TrainingLoop:
                 if cfg.g_condition not in norms:
                     raise MrtiError(f"g_condition {cfg.g_condition!r}: this model gives no such tensor to measure "
                                     "g(t) on; use 'concept vectors'")
-                state.bands.observe(ex.timestep, norms[cfg.g_condition])
+                g = norms[cfg.g_condition] * g_error_factor(cfg.g_error, values[i], self.objective.output_size,
+                                                             scales[i])
+                state.bands.observe(ex.timestep, g)
+                measured["g"].append(g)
                 state.bucket_counts[ex.bucket] += 1
                 for name, value in norms.items():
                     measured.setdefault(name, []).append(value)

@@ -2,7 +2,8 @@
 embedding), the loop with its checkpoints, and the trained concept with its charts.
 
 The host's side (models, latents, progress, cancel, the patches that let gradients reach the prompt) comes in
-through `RunHost`, the folders through `RunFiles`; both are implemented in nodes/train_run.py. Nothing here
+through `RunHost`, the folders through `RunFiles` (on ComfyUI: nodes/training/host.py and folders.py). The host
+holds none of the run's settings; each reaches it as an argument of the call where it acts. Nothing here
 imports ComfyUI. The rules the loop follows are in docs/method.md.
 """
 from __future__ import annotations
@@ -44,19 +45,22 @@ class RunHost(Protocol):
 
     def typical_word_lengths(self) -> dict[str, float]: ...
 
-    def begin(self, state: TrainingState) -> None:
-        """The run starts at ``state.step`` (0, or a resumed step)."""
+    def begin(self, name: str, state: TrainingState, steps: int) -> None:
+        """The run of concept ``name`` starts at ``state.step`` (0, or a resumed step) of ``steps``."""
 
     def warn(self, text: str) -> None: ...
 
     def progress(self, report: StepReport, state: TrainingState) -> None: ...
 
-    def objective(self, pixels: torch.Tensor, mirrored: bool) -> tuple[Objective, int]:
-        """The loss on the host's models for these training pictures (and their mirror images, when
-        ``mirrored``), and how many pictures it holds."""
+    def objective(self, pixels: torch.Tensor, *, mirrored: bool, templates: tuple[str, ...],
+                  vectors_per_token: int, precision: str) -> tuple[Objective, int]:
+        """The loss on the host's models, computed in ``precision``, for these ``[B, size, size, 3]`` training
+        pictures (and their mirror images, when ``mirrored``) with the concept's ``vectors_per_token`` vectors
+        in each of ``templates``; and how many pictures it holds."""
 
-    def training(self) -> AbstractContextManager:
-        """The host patched for training, undone on leaving."""
+    def training(self, checkpointing: bool) -> AbstractContextManager:
+        """The host patched for training (with gradient checkpointing when ``checkpointing``), undone on
+        leaving."""
 
     def check_interrupt(self) -> None: ...
 
@@ -105,7 +109,7 @@ def train(config: TrainingConfig, images, host: RunHost, files: RunFiles, *, res
     start = _starting_state(config, host, files, resume, widths)
     state = start.state
     settings = {**config.settings(), **start.recorded}
-    host.begin(state)
+    host.begin(config.name, state, config.steps)
     # Before the VAE encodes and the model loads: the user can cancel and change the settings.
     for advice in (coverage_warning(config.timestep_sampling, config.num_scales, config.t_min, config.t_max,
                                     config.init_word),
@@ -116,13 +120,14 @@ def train(config: TrainingConfig, images, host: RunHost, files: RunFiles, *, res
     checkpoint = _Checkpoints(files, start.checkpoint, config.name,
                               {"name": config.name, "init_word": settings["init_word"],
                                "base_family": family.value, "settings": settings})
-    objective, count = host.objective(pixels, mirrored=config.flip)
+    objective, count = host.objective(pixels, mirrored=config.flip, templates=config.templates,
+                                      vectors_per_token=config.vectors_per_token, precision=config.precision)
     loop = TrainingLoop(config, state, objective, count, len(config.templates),
                         LoopHooks(check_interrupt=host.check_interrupt, on_step=_StepWatch(host, state),
                                   on_checkpoint=checkpoint))
     log.info("training %r: %d images, steps %d to %d%s", config.name, count, state.step + 1, config.steps,
              f", resumed from {start.origin}" if start.origin else "")
-    with host.training():
+    with host.training(config.gradient_checkpointing):
         try:
             loop.run()
         except host.interrupted:

@@ -120,6 +120,25 @@ def test_schedule_strip_follows_the_mode(page):
     assert saturation(fully[clean_end]) > 60 and saturation(semi[clean_end]) < 20
 
 
+def schedule_js(entry: str, text: str = "a photo of <demo>", mode: str = "fully", resolution: str = "0",
+                name: str = "demo") -> str:
+    """JavaScript that points the loader at `entry`, sets the prompt node, draws, and gives the node's schedule
+    as the strip drew it: {error, spans, untrained}. Waiting on it waits for what the server said about
+    `entry` to reach the strip."""
+    return f"""(() => {{
+        const loader = app.graph._nodes.find(n => n.comfyClass === 'MultiResEmbeddingLoader');
+        loader.widgets.find(w => w.name === 'concept').value = {json.dumps(entry)};
+        loader.widgets.find(w => w.name === 'name').value = {json.dumps(name)};
+        const node = app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler');
+        node.widgets.find(w => w.name === 'text').value = {json.dumps(text)};
+        node.widgets.find(w => w.name === 'resolution').value = {json.dumps(resolution)};
+        node.widgets.find(w => w.name === 'mode').value = {json.dumps(mode)};
+        app.canvas.setDirty(true, true); app.canvas.draw(true, true);
+        const s = node.mrtiSchedule;
+        return {{error: s.error ?? null, spans: s.spans.length, untrained: s.untrained}};
+    }})()"""
+
+
 def test_schedule_strip_marks_scales_that_never_trained(server, page):
     from dataclasses import replace
 
@@ -130,8 +149,7 @@ def test_schedule_strip_marks_scales_that_never_trained(server, page):
     save_concept(replace(demo, info=replace(demo.info, examples_per_scale=(0,) * 5 + (40,) * 5)),
                  folder / "half_untrained.safetensors", overwrite=True)
     load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))  # re-reads the folder
-    page.wait_for("app.extensions.find(e => e.name === 'multiresolutiontextualinversion.editor')"
-                  ".concepts.get('half_untrained.safetensors')?.untrained?.length === 5")
+    page.wait_for(schedule_js("half_untrained.safetensors") + ".untrained.demo?.length === 5")
     trained, half = (strip_pixels(page, "fully", "0", entry) for entry in ("demo.safetensors",
                                                                              "half_untrained.safetensors"))
     saturation = lambda px: (px.max(axis=2) - px.min(axis=2)).mean()  # noqa: E731
@@ -149,8 +167,7 @@ def test_schedule_strip_shows_a_broken_concept_as_broken(server, page):
     folder = server.base / "models" / "multires_embeddings"
     write_raw_concept(folder / "broken_width.safetensors", torch.zeros(6, 1, 100))
     load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))
-    page.wait_for("app.extensions.find(e => e.name === 'multiresolutiontextualinversion.editor')"
-                  ".concepts.get('broken_width.safetensors')?.error !== undefined")
+    page.wait_for(schedule_js("broken_width.safetensors") + ".error !== null")
     strip_pixels(page, "fully", "0", "broken_width.safetensors")
     error = page.evaluate("app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler')"
                           ".mrtiSchedule.error")
@@ -171,18 +188,10 @@ def test_schedule_strip_takes_an_ordinary_embedding_as_one_scale(server, page):
     folder.mkdir(parents=True, exist_ok=True)
     write_a1111_embedding(folder / "strip_style.pt", torch.full((1, 768), 0.1))
     load(page, json.loads((WORKFLOWS[0].parent / "multires_sampling.json").read_text()))  # re-reads the folders
-    page.wait_for("app.extensions.find(e => e.name === 'multiresolutiontextualinversion.editor')"
-                  ".concepts.get('embedding: strip_style.pt')?.num_scales === 1")
-    schedule = page.evaluate("""(() => {
-        const loader = app.graph._nodes.find(n => n.comfyClass === 'MultiResEmbeddingLoader');
-        loader.widgets.find(w => w.name === 'concept').value = 'embedding: strip_style.pt';
-        loader.widgets.find(w => w.name === 'name').value = '';
-        const node = app.graph._nodes.find(n => n.comfyClass === 'TimestepConditioningScheduler');
-        node.widgets.find(w => w.name === 'text').value = 'a photo of <strip_style[0]>';
-        node.widgets.find(w => w.name === 'mode').value = 'fully';
-        app.canvas.setDirty(true, true); app.canvas.draw(true, true);
-        return {error: node.mrtiSchedule.error ?? null, spans: node.mrtiSchedule.spans.length};
-    })()""")
+    # The strip draws a guessed N of 10 until the server's answer arrives: ten spans for <S[0]>, then one.
+    page.wait_for(schedule_js("embedding: strip_style.pt", "a photo of <strip_style[0]>", name="") + ".spans === 1")
+    schedule = page.evaluate(schedule_js("embedding: strip_style.pt", "a photo of <strip_style[0]>", name=""))
+    schedule = {"error": schedule["error"], "spans": schedule["spans"]}
     assert schedule == {"error": None, "spans": 1}, schedule
 
 

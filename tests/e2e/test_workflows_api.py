@@ -26,6 +26,7 @@ import autograph
 import pytest
 
 from harness.devserver import DEMO_SDXL_CHECKPOINT, prepare_demo_base
+from harness.editor_pictures import EDITOR_PICTURES, IMAGES, definitions_stamp, stamp_of
 from harness.server import TOY_WORLD_CHECKPOINT, ComfyClient, ComfyServer
 from harness.workflow_assets import WORKFLOWS as GRAPHS, note, numbered
 
@@ -129,6 +130,24 @@ def test_nodes_of_one_type_have_distinct_titles(path):
         titles[node["type"]].append(node.get("title"))
     repeated = {kind: names for kind, names in titles.items() if len(set(names)) < len(names)}
     assert not repeated
+
+
+@pytest.mark.parametrize("picture", EDITOR_PICTURES)
+def test_editor_pictures_show_the_current_nodes(object_info, picture):
+    """Every picture of the editor in the documents was taken with today's node inputs and front end."""
+    assert stamp_of(IMAGES / picture) == definitions_stamp(object_info, picture), (
+        f"docs/images/{picture} shows older node definitions; regenerate it: run the browser tests, then "
+        ".venv/bin/python -m harness.workflow_assets")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=IDS)
+def test_seeds_stay_fixed(path):
+    """A seed widget set to change after each queue would show a user other pictures than the documents."""
+    workflow = read(path)
+    seeded = [n for n in workflow["nodes"] if n["type"] == "KSampler"]
+    assert seeded
+    for node in seeded:
+        assert node["widgets_values"][1] == "fixed", f"node {node['id']}: {node['widgets_values'][:2]}"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=IDS)

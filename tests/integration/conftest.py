@@ -47,7 +47,7 @@ def loaded(host_package, tiny_checkpoints, concept_folder):
 
 @pytest.fixture(scope="session")
 def scheduler_node(host_package):
-    node = host_package.nodes.scheduler.TimestepConditioningScheduler
+    node = host_package.nodes.timestep_conditioning.TimestepConditioningScheduler
 
     def encode(clip, concepts, text, mode="fully", resolution="0", interpolate=False, model=None):
         return node.execute(clip=clip, concepts=concepts, text=text, mode=mode, resolution=resolution,

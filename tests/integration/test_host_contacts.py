@@ -52,7 +52,7 @@ def _loader(h, given):
 
 
 def _prompt(h, given):
-    return h.pack.scheduler.TimestepConditioningScheduler.execute(
+    return h.pack.timestep_conditioning.TimestepConditioningScheduler.execute(
         clip=given.clip, text="a photo of <contact(1)>", mode="fully", resolution="0", interpolate=False,
         concepts=h.concepts, model=given.model)
 
@@ -74,7 +74,7 @@ def _export_a1111(h, given):
 
 
 def _trainer(h, given, checkpointing: bool = False):
-    return h.pack.trainer.MultiResEmbeddingTrainer.execute(
+    return h.pack.training.node.MultiResEmbeddingTrainer.execute(
         model=given.model, clip=given.clip, vae=given.vae, images=torch.rand(1, 64, 64, 3),
         **trainer_inputs(name="contact_trained", steps=1, overwrite=True, gradient_checkpointing=checkpointing))
 
@@ -268,6 +268,15 @@ def _sampler_call_written_differently(monkeypatch, h):
     monkeypatch.setattr(samplers, "_calc_cond_batch", _calc_cond_batch)
 
 
+def _clip_forward_written_differently(monkeypatch, h):
+    sd1_clip = resolve(h, "comfy.sd1_clip")
+    original = sd1_clip.SDClipModel.forward
+
+    def forward(self, tokens):
+        return original(self, tokens)
+    monkeypatch.setattr(sd1_clip.SDClipModel, "forward", forward)
+
+
 def _server_with_renamed_parameter(monkeypatch, h):
     class Server:
         client_id = None
@@ -342,6 +351,8 @@ SIMULATIONS = {
     "comfy.patcher_extension.merge_nested_dicts": declared_changed("comfy.patcher_extension.merge_nested_dicts"),
     "comfy.samplers._calc_cond_batch (the sampler's model call, model_function_wrapper)":
         _sampler_call_written_differently,
+    "comfy.sd1_clip.ClipTokenWeightEncoder.encode_token_weights, SDClipModel.forward (sections and pooled vector)":
+        _clip_forward_written_differently,
     "comfy.model_management.load_models_gpu": declared_changed("comfy.model_management.load_models_gpu"),
     "comfy.model_management.intermediate_device": declared_changed("comfy.model_management.intermediate_device"),
     "comfy.model_management.throw_exception_if_processing_interrupted":
@@ -392,8 +403,9 @@ def test_the_list_names_each_contact_once_and_is_tested_with_the_pinned_host(hos
 def test_uses_are_the_nodes_ids(host_package):
     contacts, pack = host_package.nodes.host_contacts, host_package.nodes
     ids = {node.define_schema().node_id for node in (
-        pack.loader.MultiResEmbeddingLoader, pack.scheduler.TimestepConditioningScheduler,
-        pack.grid.MultiResGridPrompts, pack.export.MultiResEmbeddingExport, pack.trainer.MultiResEmbeddingTrainer)}
+        pack.loader.MultiResEmbeddingLoader, pack.timestep_conditioning.TimestepConditioningScheduler,
+        pack.grid.MultiResGridPrompts, pack.export.MultiResEmbeddingExport,
+        pack.training.node.MultiResEmbeddingTrainer)}
     uses = {use for contact in contacts.CONTACTS for use in contact.uses}
     assert {use.split(" with ")[0] for use in uses} == ids
 
@@ -434,7 +446,7 @@ def test_the_message_says_what_was_expected_and_found(host, monkeypatch):
         f"This node relies on parts of ComfyUI that are not as this pack expects on ComfyUI {NEWER} (the pack is "
         f"tested with ComfyUI {COMFYUI_VERSION}; a newer ComfyUI, or another custom node that replaces them, can "
         "change them):\n"
-        "- comfy.ops.cast_bias_weight (used by nodes/train_patches.py cast_weights_not_kept): expected a function "
+        "- comfy.ops.cast_bias_weight (used by nodes/training/patches.py cast_weights_not_kept): expected a function "
         "with exactly the parameters (s, input, dtype, device, bias_dtype, offloadable); found the parameters "
         "(changed, s, input=None, dtype=None, device=None, bias_dtype=None, offloadable=False)\n"
         "A newer version of this pack may support this ComfyUI; until then use the ComfyUI it is tested with.")

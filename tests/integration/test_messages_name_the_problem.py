@@ -28,7 +28,7 @@ def test_a_custom_template_with_embedding_before_the_concept_is_refused_naming_i
     inputs = trainer_inputs(name="template_refused", templates="custom",
                             custom_templates="a photo of {}\nembedding:{}")
     with pytest.raises(host_package.mrti.errors.MrtiError) as caught, torch.inference_mode():
-        host_package.nodes.trainer.MultiResEmbeddingTrainer.execute(
+        host_package.nodes.training.node.MultiResEmbeddingTrainer.execute(
             model=[model], clip=[clip], vae=[vae], images=[torch.rand(1, 64, 64, 3)],
             **{key: [value] for key, value in inputs.items()})
     assert "custom_templates line 2 'embedding:{}': its '{}' follows 'embedding:'" in str(caught.value)

@@ -189,7 +189,7 @@ def test_models_with_another_notion_of_time_are_refused_before_encoding(node, in
 
     model, clip, concepts, _ = loaded["sd1"]
     patched = getattr(nodes_model_advanced, node)().patch(model, **inputs)[0]
-    prompt = pack.nodes.scheduler.TimestepConditioningScheduler
+    prompt = pack.nodes.timestep_conditioning.TimestepConditioningScheduler
     grid = pack.nodes.grid.MultiResGridPrompts
     runs = {
         "prompt": lambda: prompt.execute(clip=clip, concepts=concepts, text="a photo of <jane[0]>", mode="fully",

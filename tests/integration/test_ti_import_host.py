@@ -66,7 +66,7 @@ def test_files_are_offered_apart_from_concepts(host_package, files, concept_fold
     loader_options = host_package.nodes.embedding_files.loader_options()
     offered = {f"embedding: {path.name}" for _, path in files.values()}
     assert offered <= set(loader_options)
-    assert offered <= set(host_package.nodes.train_files.resume_options())
+    assert offered <= set(host_package.nodes.training.folders.resume_options())
     schema = host_package.nodes.loader.MultiResEmbeddingLoader.define_schema()
     assert offered <= set(schema.inputs[0].options)
     # A concept whose path would read as an option is not offered at all, so no option means two things.
@@ -76,7 +76,7 @@ def test_files_are_offered_apart_from_concepts(host_package, files, concept_fold
         save_concept(random_concept("odd"), odd / "c.safetensors", overwrite=True)
         assert "embedding: odd/c.safetensors" in host_package.nodes.model_folders.list_entries()
         assert not any("odd" in option for option in host_package.nodes.embedding_files.loader_options())
-        assert not any("odd" in option for option in host_package.nodes.train_files.resume_options())
+        assert not any("odd" in option for option in host_package.nodes.training.folders.resume_options())
     finally:
         shutil.rmtree(odd)
 

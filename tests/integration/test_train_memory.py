@@ -1,4 +1,4 @@
-"""The trainer keeps no cast copy of the host's weights for the backward pass (nodes/train_patches.py
+"""The trainer keeps no cast copy of the host's weights for the backward pass (nodes/training/patches.py
 `cast_weights_not_kept`): with a compute precision other than the stored one, autograd holds a way to cast
 each weight again instead of the copy, and the gradient reaching the prompt is bit for bit the same."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ def host(host_package, tiny_checkpoints):
     with torch.inference_mode():
         model, _clip, _vae = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoints["sd1"].name)
     return {"model": model, "mm": comfy.model_management, "ops": comfy.ops,
-            "patches": host_package.nodes.train_patches}
+            "patches": host_package.nodes.training.patches}
 
 
 class CastCopies:

@@ -42,9 +42,9 @@ def hostmods(host_package):
     import nodes
 
     return {"nodes": nodes, "mm": comfy.model_management, "utils": comfy.utils, "folder_paths": folder_paths,
-            "trainer": host_package.nodes.trainer.MultiResEmbeddingTrainer,
+            "trainer": host_package.nodes.training.node.MultiResEmbeddingTrainer,
             "loader": host_package.nodes.loader.MultiResEmbeddingLoader,
-            "run": host_package.nodes.train_run, "files": host_package.nodes.train_files,
+            "run": host_package.nodes.training.host, "files": host_package.nodes.training.folders,
             "config": host_package.mrti.training.config, "templates": host_package.mrti.training.templates,
             "ConceptSet": host_package.mrti.concept.ConceptSet, "MrtiError": host_package.mrti.errors.MrtiError}
 
@@ -390,22 +390,24 @@ def test_flipped_examples_train_on_the_encoded_mirror_image(hostmods, host_packa
                                                image_size=64).validate()
     pixels = host_package.mrti.training.prepare_images(training_images(), 64, "center crop")
     with torch.inference_mode(False):
-        host = hostmods["run"]._Host(model, clip, vae, config, None)
-        objective, count = host.objective(pixels, mirrored=True)
+        host = hostmods["run"].TrainingHost(model, clip, vae, None)
+        objective, count = host.objective(pixels, mirrored=True, templates=config.templates, vectors_per_token=1,
+                                          precision="fp32")
         with torch.no_grad():
             expected = vae.encode(torch.flip(pixels, dims=[2]))
             expected = host.patcher.model.process_latent_in(expected).float().cpu()
         assert count == 3 and torch.equal(objective.mirrored, expected)
         assert not torch.equal(objective.mirrored, objective.latents)
-        plain = host_package.nodes.train_host.HostObjective(host.patcher, clip, objective.mirrored,
-                                                            objective.prompts, 64)
+        plain = host_package.nodes.training.objective.HostObjective(host.patcher, clip, objective.mirrored,
+                                                                    objective.prompts, 64)
         vectors = [host.init_vectors("dog", 1)]
-        with host_package.nodes.train_patches.out_of_place_clip(clip), torch.no_grad():
+        with host_package.nodes.training.patches.out_of_place_clip(clip), torch.no_grad():
             flipped = objective.losses([Example(1, 0, 300, 3, 7, flip=True)], vectors)
             direct = plain.losses([Example(1, 0, 300, 3, 7)], vectors)
             unflipped = objective.losses([Example(1, 0, 300, 3, 7)], vectors)
         assert torch.equal(flipped, direct) and not torch.equal(flipped, unflipped)
-        without = hostmods["run"]._Host(model, clip, vae, config, None).objective(pixels, mirrored=False)[0]
+        without = hostmods["run"].TrainingHost(model, clip, vae, None).objective(
+            pixels, mirrored=False, templates=config.templates, vectors_per_token=1, precision="fp32")[0]
         assert without.mirrored is None
 
 
@@ -565,7 +567,7 @@ def test_loss_is_measured_in_the_models_own_prediction(kind, prediction, hostmod
     hand from the DDPM schedule, independently of the host's model-sampling helpers."""
     from mrti.training.loop import Example
 
-    host = host_package.nodes.train_host
+    host = host_package.nodes.training.objective
     model, clip, vae = hostmods["nodes"].CheckpointLoaderSimple().load_checkpoint(tiny_checkpoints[kind].name)
     assert model.model.model_type.name == {"eps": "EPS", "v": "V_PREDICTION"}[prediction]
     latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -573,7 +575,7 @@ def test_loss_is_measured_in_the_models_own_prediction(kind, prediction, hostmod
     objective = host.HostObjective(model, clip, latents, prompts, 64)
     vectors = [host.init_vectors(clip, "dog", 1)] * 3
     examples = [Example(0, 0, 10, 0, 11), Example(1, 0, 500, 5, 12), Example(0, 0, 990, 9, 13)]
-    with host_package.nodes.train_patches.out_of_place_clip(clip), torch.no_grad():
+    with host_package.nodes.training.patches.out_of_place_clip(clip), torch.no_grad():
         losses = objective.losses(examples, vectors)
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
         alphas_cumprod = torch.cumprod(1 - betas, 0)

@@ -36,8 +36,8 @@ def host(host_package, tiny_checkpoints):
 
     with torch.inference_mode():  # loaded as the host's executor loads them
         model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoints["sd1"].name)
-    return {"mm": comfy.model_management, "utils": comfy.utils, "files": host_package.nodes.train_files,
-            "trainer": host_package.nodes.trainer.MultiResEmbeddingTrainer, "models": (model, clip, vae),
+    return {"mm": comfy.model_management, "utils": comfy.utils, "files": host_package.nodes.training.folders,
+            "trainer": host_package.nodes.training.node.MultiResEmbeddingTrainer, "models": (model, clip, vae),
             # The host loads this package under its own module name: faults go into *that* module.
             "atomic_write": host_package.mrti.atomic_write, "MrtiError": host_package.mrti.errors.MrtiError}
 

@@ -24,8 +24,8 @@ def host(host_package, tiny_checkpoints):
 
     with torch.inference_mode():
         models = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoints["sd1"].name)
-    files = host_package.nodes.train_files
-    return {"trainer": host_package.nodes.trainer.MultiResEmbeddingTrainer, "models": models, "files": files,
+    files = host_package.nodes.training.folders
+    return {"trainer": host_package.nodes.training.node.MultiResEmbeddingTrainer, "models": models, "files": files,
             "MrtiError": host_package.mrti.errors.MrtiError,
             "roots": (files.concept_path("x").parent, files.checkpoint_root())}
 

@@ -1,4 +1,4 @@
-"""The trainer refuses a VAE encode that cannot fit before it allocates anything (nodes/vae_memory.py): issue
+"""The trainer refuses a VAE encode that cannot fit before it allocates anything (nodes/training/vae_memory.py): issue
 24's `image_size` 4096 on a 64 px picture went on to an 8 GiB allocation. The device's free memory is
 monkeypatched, so that the refusal is tested on any machine."""
 from __future__ import annotations
@@ -19,8 +19,8 @@ def host(host_package, tiny_checkpoints):
 
     with torch.inference_mode():
         models = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoints["sd1"].name)
-    return {"trainer": host_package.nodes.trainer.MultiResEmbeddingTrainer, "models": models,
-            "memory": host_package.nodes.vae_memory, "MrtiError": host_package.mrti.errors.MrtiError}
+    return {"trainer": host_package.nodes.training.node.MultiResEmbeddingTrainer, "models": models,
+            "memory": host_package.nodes.training.vae_memory, "MrtiError": host_package.mrti.errors.MrtiError}
 
 
 @pytest.fixture

@@ -33,6 +33,10 @@ class Toy:
     def contexts(self):
         return self.last_contexts
 
+    def denoised_scales(self):
+        """A stand-in for sigma(t): grows with the timestep, as a denoised picture's error does."""
+        return [0.1 + ex.timestep / 100 for ex, _ in self.calls[-self.batch:]]
+
     def errors(self, examples, vectors):
         """Per example: (text-encoder output, raw output error r)."""
         out = []
@@ -45,6 +49,7 @@ class Toy:
 
     def losses(self, examples, vectors):
         out, contexts = [], []
+        self.batch = len(examples)
         for ex, vecs, (context, error) in zip(examples, vectors, self.errors(examples, vectors)):
             self.calls.append((ex, {k: v.detach().clone() for k, v in vecs.items()}))
             if context.requires_grad:
@@ -164,6 +169,22 @@ def test_g_condition_picks_what_the_bands_record():
     for ex, g in zip(report.examples, report.grad_norms):
         if bands.count[band_of(ex.timestep)] == 1:
             assert bands.estimate[band_of(ex.timestep)] == g
+
+
+@pytest.mark.parametrize("g_error", ["denoised picture", "relative"])
+def test_g_error_rescales_each_example_by_its_own_factor(g_error):
+    """`denoised picture`: equation 4's g times the objective's d(denoised)/d(output) of that example;
+    `relative`: the gradient of log ||r||, equation 4's g divided by ||r||."""
+    loop, toy = make_loop(make_config(steps=1, batch_size=3, g_error=g_error))
+    report = loop.step()
+    raw = report.measures["concept vectors"]
+    for i, ex in enumerate(report.examples):
+        if g_error == "denoised picture":
+            expected = raw[i] * (0.1 + ex.timestep / 100)
+        else:
+            expected = raw[i] / math.sqrt(toy.output_size * report.example_losses[i])
+        assert report.grad_norms[i] == pytest.approx(expected, rel=1e-12)
+        assert report.grad_norms[i] != pytest.approx(raw[i], rel=1e-3)
 
 
 def test_a_condition_the_objective_cannot_give_is_refused():

@@ -15,10 +15,10 @@ import torch
 import comfy.conds
 import comfy.patcher_extension
 
-from ..mrti.errors import MrtiError
-from ..mrti.training.loop import Example
-from ..mrti.training.templates import fill
-from .clip_slots import clip_with_slots, encoder_widths, slot_word, text_encoders
+from ...mrti.errors import MrtiError
+from ...mrti.training.loop import Example
+from ...mrti.training.templates import fill
+from ..clip_slots import clip_with_slots, encoder_widths, slot_word, text_encoders
 
 SLOT = slot_word("train")
 
@@ -132,9 +132,13 @@ class HostObjective:
         self.device = model_patcher.load_device
         self.output_size = int(latents[0].numel())  # eps and v have the latent's shape
         self._contexts: list[torch.Tensor] | None = None
+        self._denoised_scales: list[float] = []
 
     def contexts(self) -> list[torch.Tensor] | None:
         return self._contexts
+
+    def denoised_scales(self) -> list[float]:
+        return self._denoised_scales
 
     def _picture(self, example: Example) -> torch.Tensor:
         if example.flip:
@@ -170,6 +174,7 @@ class HostObjective:
         # the true x0 corresponds to the target output, so (denoised - x0) / b = output - target.
         ones = torch.ones((len(examples), 1, 1, 1), device=device)
         b = sampling.calculate_denoised(sigma, ones, torch.zeros_like(ones))
+        self._denoised_scales = b.detach().abs().flatten().double().cpu().tolist()
         error = (denoised.float() - x0.float()) / b
         return error.pow(2).flatten(1).mean(1).cpu()
 

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..mrti.concept import ConceptSet
-from ..mrti.errors import MrtiError
-from ..mrti.training.config import CROPS, G_CONDITIONS, LR_SCHEDULES, PRECISIONS, TIMESTEP_SAMPLING, TrainingConfig
-from ..mrti.training.templates import TEMPLATE_KINDS
-from . import host_contacts, train_files
-from .checked_combo import CheckedCombo
-from .concept_type import MultiResConcepts
-from .produced_files import ProducedFiles, current_node, widget_value
-from .train_run import run_training
+from ...mrti.concept import ConceptSet
+from ...mrti.errors import MrtiError
+from ...mrti.training.config import (CROPS, G_CONDITIONS, G_ERRORS, LR_SCHEDULES, PRECISIONS, TIMESTEP_SAMPLING,
+                                     TrainingConfig)
+from ...mrti.training.templates import TEMPLATE_KINDS
+from .. import host_contacts
+from ..checked_combo import CheckedCombo
+from ..concept_type import MultiResConcepts
+from ..produced_files import ProducedFiles, current_node, widget_value
+from . import folders
+from .host import run_training
 
 _SEED_MAX = 0xFFFFFFFFFFFFFFFF
 _TRAINED = ProducedFiles()
@@ -79,7 +81,7 @@ def _inputs() -> list:
         io.Int.Input("save_every", default=500, min=0, max=1000000,
                      tooltip="Write a checkpoint every this many steps (0: only when cancelled and at the end). "
                              "Checkpoints go to output/multires_training/<name>/."),
-        CheckedCombo("resume_from", options=train_files.resume_options(), default=train_files.NONE,
+        CheckedCombo("resume_from", options=folders.resume_options(), default=folders.NONE,
                        tooltip="none: start from init_word. 'latest checkpoint': continue this name's newest "
                                "checkpoint (or start fresh if there is none). A checkpoint: continue it exactly. "
                                "A concept: start from its vectors with a fresh optimiser. 'embedding: <file>', "
@@ -103,6 +105,12 @@ def _inputs() -> list:
                                  "text, logos, an object's position or a face's asymmetry."),
         io.Boolean.Input("overwrite", default=False,
                          tooltip="Replace an existing concept file of the same name. Off: refuse before training."),
+        # After every input of earlier releases: saved workflows keep their widget values in input order.
+        CheckedCombo("g_error", options=list(G_ERRORS), default=G_ERRORS[0],
+                     tooltip="Which error g(t) is the gradient norm of: the model's raw output (eps or v, the "
+                             "paper's equation 4), the same error measured on the denoised picture, or "
+                             "relative to the error's own size. Charted in every mode; adaptive sampling "
+                             "draws from it."),
         MultiResConcepts.Input("concepts", optional=True,
                                tooltip="Concepts to pass on together with the trained one."),
     ]
@@ -156,7 +164,7 @@ class MultiResEmbeddingTrainer(io.ComfyNode):
         node_id = getattr(hidden, "unique_id", None) if hidden is not None else None
         result = run_training(run["model"], run["clip"], run["vae"], images, config, resume=run["resume_from"],
                               overwrite=run["overwrite"], node_id=node_id)
-        _TRAINED.record(current_node(), widget_value(lists.get("name")), [train_files.concept_path(config.name)])
+        _TRAINED.record(current_node(), widget_value(lists.get("name")), [folders.concept_path(config.name)])
         return io.NodeOutput(base.with_concept(result.concept), result.loss_image, result.gradient_image)
 
 

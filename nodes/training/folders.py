@@ -13,9 +13,9 @@ from pathlib import Path
 
 import folder_paths
 
-from ..mrti.errors import ConceptFileError, MrtiError
-from ..mrti.training.checkpoint import checkpoint_step
-from . import embedding_files, model_folders
+from ...mrti.errors import ConceptFileError, MrtiError
+from ...mrti.training.checkpoint import checkpoint_step
+from .. import embedding_files, model_folders
 
 CHECKPOINT_FOLDER = "multires_training"
 NONE = "none"
@@ -138,3 +138,22 @@ def resolve_resume(option: str, name: str) -> tuple[str, Path | None]:
             raise MrtiError(f"resume_from {option!r}: {exc.problem}") from None
     raise MrtiError(f"resume_from {option!r} is not understood; expected '{NONE}', '{LATEST}', "
                     f"'{CHECKPOINT_PREFIX}<file>', '{CONCEPT_PREFIX}<file>' or '{EMBEDDING_PREFIX}<file>'")
+
+
+class RunFolders:
+    """`mrti.training.run.RunFiles` for the run of one concept name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def concept_path(self) -> Path:
+        return concept_path(self.name)
+
+    def resume_source(self, entry: str) -> tuple[str, Path | None]:
+        return resolve_resume(entry, self.name)
+
+    def checkpoint_paths(self, resumed: Path | None):
+        return RunFolder(self.name, continues_run(resumed, self.name) if resumed else None).checkpoint_path
+
+    def latest_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import comfy.model_management as mm
 import torch
 
-from ..mrti.errors import MrtiError
+from ...mrti.errors import MrtiError
 
 _GIB = 1024 ** 3
 
