@@ -75,10 +75,10 @@ class MultiResGridPrompts(io.ComfyNode):
                  for mode in row_modes for resolution in columns]
         encodings = sum(plan.encodings for plan in plans)
         if encodings > MAX_GRID_ENCODINGS:
-            raise MrtiError(f"this grid needs {encodings} text-encoder passes ({len(plans)} cells, up to "
+            raise MrtiError(f"this grid needs {encodings} token-state encodings ({len(plans)} cells, up to "
                             f"{max(plan.encodings for plan in plans)} token states each); at most "
                             f"{MAX_GRID_ENCODINGS} are allowed: choose fewer resolutions or modes")
-        log.info("resolution grid: %d cells, %d text-encoder passes", len(plans), encodings)
+        log.info("resolution grid: %d cells, %d token-state encodings", len(plans), encodings)
         conditionings = [encode_plan(clip, concepts, plan) for plan in plans]
         layout = GridLayout(tuple(m.value for m in row_modes), tuple(str(r) for r in columns))
         return io.NodeOutput(conditionings, layout)

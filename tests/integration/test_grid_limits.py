@@ -22,7 +22,7 @@ def test_a_grid_over_a_thousand_scale_concept_is_refused_before_encoding(host_pa
         grid.execute(clip=clip, concepts=concepts, text="a photo of <huge>", modes="fully",
                      resolutions="0, 1, 2", interpolate=False)
     assert counter.count == 0
-    assert f"needs 2997 text-encoder passes (3 cells, up to 1000 token states each); at most {limit}" in \
+    assert f"needs 2997 token-state encodings (3 cells, up to 1000 token states each); at most {limit}" in \
         str(info.value)
     cells = grid.execute(clip=clip, concepts=concepts, text="a photo of <huge>", modes="semi",
                          resolutions="990, 995", interpolate=False).result[0]
