@@ -1,10 +1,11 @@
-"""An A1111/Forge prompt that switches between a concept's exported scales (mrti/ti_export.py) at the
+"""An A1111/Forge prompt that switches between a concept's exported files (mrti/ti_export.py) at the
 sampler steps where this pack would switch embeddings, for one given sampling schedule.
 
 Input: a prompt with this pack's concept tags, and the model timestep of every sampler step (step k is
 the k-th model call of a one-call-per-step sampler, 0-based). Each tag's state at step k is the one
 docs/method.md gives for that timestep (mrti/schedule.py, state_at). Each tag becomes the exported word
-``<name>_s<i>`` of its state, nested in A1111 prompt editing ``[from:to:when]`` where the state changes.
+of its state, ``<name>_s<i>`` for scale i and ``<name>_zero`` for the zero vector of a Semi tag below its
+resolution, nested in A1111 prompt editing ``[from:to:when]`` where the state changes.
 
 A1111 prompt editing, as its modules/prompt_parser.py and modules/sd_samplers_cfg_denoiser.py do it
 (base pass, integer ``when``, no hires fix; read in AUTOMATIC1111/stable-diffusion-webui):
@@ -18,9 +19,8 @@ So ``[a:b:N]`` (N >= 1) uses ``a`` for calls 0 ... N and ``b`` from call N + 1 o
 ``b`` is N + 1, not N. ``[a:b:0]`` is ``b`` throughout. Calls 0 and 1 always read the same point, so no
 prompt can give step 0 a different text from step 1: a state that lasts only for step 0 is refused.
 
-Not representable, hence refused naming the tag: the zero vector of a Semi tag below its resolution
-(no token at all is not the same as a zero input embedding, and a file of zeros would be a different
-A1111 embedding name per concept, which we do not write) and interpolated blends (no exported file).
+Interpolated blends have no exported file and are refused naming the tag. Every prompt written is read
+back with A1111's rules before it is handed out (mrti/a1111_roundtrip.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .a1111_grammar import texts_at_call
+from .a1111_roundtrip import Written, check, separate
 from .errors import MrtiError
 from .prompt_syntax import (
     Mode,
@@ -38,15 +40,19 @@ from .prompt_syntax import (
     resolve_tags,
 )
 from .schedule import NUM_TIMESTEPS, Blend, Embedding, Zero, state_at
-from .ti_export import export_stem
+from .ti_export import export_stem, zero_stem
+
+ZERO = None  # the scale of a run that uses the zero vector
 
 
 @dataclass(frozen=True)
 class TagSwitches:
-    """One tag's exported scale per run of steps: ``runs[j] = (first_step, scale)``, first run at 0."""
+    """One tag's exported scale per run of steps: ``runs[j] = (first_step, scale)``, first run at 0; the
+    scale is ``ZERO`` where a Semi tag is the zero vector."""
 
     tag: str
-    runs: tuple[tuple[int, int], ...]
+    runs: tuple[tuple[int, int | None], ...]
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,15 @@ class EditedPrompt:
     text: str
     steps: int
     tags: tuple[TagSwitches, ...]
+
+    @property
+    def words(self) -> tuple[tuple[str, int | None], ...]:
+        """Each (concept name, scale or ZERO) the prompt uses, once, in prompt order."""
+        return tuple(dict.fromkeys((t.name, scale) for t in self.tags for _, scale in t.runs))
+
+
+def word_of(name: str, scale: int | None) -> str:
+    return zero_stem(name) if scale is ZERO else export_stem(name, scale)
 
 
 def _check_timesteps(step_timesteps: Sequence[int]) -> list[int]:
@@ -67,60 +82,83 @@ def _check_timesteps(step_timesteps: Sequence[int]) -> list[int]:
     return out
 
 
+def _scale_words(scale: int | None) -> str:
+    return "the zero vector" if scale is ZERO else f"scale {scale}"
+
+
 def tag_runs(tag: ResolvedTag, step_timesteps: Sequence[int], interpolate: bool = False) -> TagSwitches:
     """The scale ``tag`` uses at each step, as runs; refuses states with no exported file."""
-    runs: list[tuple[int, int]] = []
+    runs: list[tuple[int, int | None]] = []
     for step, t in enumerate(_check_timesteps(step_timesteps)):
         state = state_at(tag, t, interpolate)
-        if isinstance(state, Zero):
-            raise MrtiError(
-                f"{tag.text}: at sampler step {step} (timestep {t}) this Semi tag uses the zero vector, which "
-                "no exported textual-inversion file holds (leaving the word out is not the same); use a Fully "
-                "or Fixed tag, or a resolution the schedule never goes below")
         if isinstance(state, Blend):
             raise MrtiError(
                 f"{tag.text}: at sampler step {step} (timestep {t}) this tag is a blend of scales "
                 f"{state.lower} and {state.upper} (interpolate is on), which no exported file holds; "
                 "switch interpolate off")
-        if not isinstance(state, Embedding):
+        if isinstance(state, Zero):
+            scale = ZERO
+        elif isinstance(state, Embedding):
+            scale = state.index
+        else:
             raise MrtiError(f"{tag.text}: unknown token state {state!r}")
-        if not runs or runs[-1][1] != state.index:
-            runs.append((step, state.index))
+        if not runs or runs[-1][1] != scale:
+            runs.append((step, scale))
     if len(runs) > 1 and runs[1][0] == 1:
         raise MrtiError(
-            f"{tag.text}: its scale changes after the first sampler step (step 0 uses scale {runs[0][1]}, "
-            f"step 1 scale {runs[1][1]}); A1111 prompt editing always gives steps 0 and 1 the same prompt, "
-            "so this schedule cannot be written exactly; use more steps")
-    return TagSwitches(tag.text, tuple(runs))
+            f"{tag.text}: its scale changes after the first sampler step (step 0 uses {_scale_words(runs[0][1])}, "
+            f"step 1 {_scale_words(runs[1][1])}); A1111 prompt editing always gives steps 0 and 1 the same "
+            "prompt, so this schedule cannot be written exactly; use more steps")
+    return TagSwitches(tag.text, tuple(runs), tag.name)
 
 
-def edited_word(name: str, runs: Sequence[tuple[int, int]]) -> str:
-    """``<name>_s<i>`` for one run; ``[a:[b:c:M]:N]`` for several (the switch to run j at step k is
-    written ``k - 1``, see the module docstring)."""
+def edited_word(name: str, runs: Sequence[tuple[int, int | None]]) -> str:
+    """The word of one run; ``[a:[b:c:M]:N]`` for several (the switch to run j at step k is written
+    ``k - 1``, see the module docstring)."""
     for switch, _ in runs[1:]:
         if switch < 2:
             raise MrtiError(f"a switch at step {switch} cannot be written as A1111 prompt editing")
     # Written outside in, without recursion: a concept of N scales can nest N edits.
-    opening = [f"[{export_stem(name, scale)}:" for _, scale in runs[:-1]]
+    opening = [f"[{word_of(name, scale)}:" for _, scale in runs[:-1]]
     closing = [f":{switch - 1}]" for switch, _ in reversed(runs[1:])]
-    return "".join([*opening, export_stem(name, runs[-1][1]), *closing])
+    return "".join([*opening, word_of(name, runs[-1][1]), *closing])
+
+
+def _one_line(text: str) -> str:
+    # The prompt is handed out as one line; a line break and a space give the same tokens.
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _step_words(name: str, runs: Sequence[tuple[int, int | None]], steps: int) -> tuple[str, ...]:
+    bounds = [first for first, _ in runs[1:]] + [steps]
+    return tuple(word_of(name, scale) for (first, scale), end in zip(runs, bounds) for _ in range(first, end))
 
 
 def edited_prompt(parsed: ParsedPrompt, tags: Sequence[ResolvedTag], step_timesteps: Sequence[int],
                   interpolate: bool = False) -> EditedPrompt:
-    """The A1111 prompt for ``parsed`` whose resolved tags are ``tags`` (in prompt order)."""
+    """The A1111 prompt for ``parsed`` whose resolved tags are ``tags`` (in prompt order), read back with
+    A1111's rules; refuses, naming the character at fault, what A1111 would read otherwise."""
+    if len(parsed.tags) != len(tags):
+        raise MrtiError(f"the prompt has {len(parsed.tags)} concept tags but {len(tags)} resolved tags were given")
     timesteps = _check_timesteps(step_timesteps)
+    steps = len(timesteps)
     switches = [tag_runs(tag, timesteps, interpolate) for tag in tags]
-    parts, index = [], 0
+    parts, groups, length, index = [], [], 0, 0
     for segment in parsed.segments:
         if isinstance(segment, str):
-            parts.append(segment)
+            piece = _one_line(segment)
         else:
-            parts.append(edited_word(tags[index].name, switches[index].runs))
+            runs = switches[index].runs
+            piece = edited_word(tags[index].name, runs)
+            if len(runs) > 1:
+                groups.append(Written(tags[index].text, length, length + len(piece),
+                                      _step_words(tags[index].name, runs, steps)))
             index += 1
-    if index != len(tags):
-        raise MrtiError(f"the prompt has {index} concept tags but {len(tags)} resolved tags were given")
-    return EditedPrompt("".join(parts), len(timesteps), tuple(switches))
+        parts.append(piece)
+        length += len(piece)
+    text, written = separate("".join(parts), groups)
+    check(text, written, steps)
+    return EditedPrompt(text, steps, tuple(switches))
 
 
 def a1111_prompt(text: str, num_scales_by_name: Mapping[str, int], default_mode: Mode,
@@ -132,75 +170,7 @@ def a1111_prompt(text: str, num_scales_by_name: Mapping[str, int], default_mode:
     return edited_prompt(parsed, tags, step_timesteps, interpolate)
 
 
-# ---- A model of A1111's prompt editing, for checking the prompts above (integer `when` only). ----
-# Iterative throughout: the prompts above nest one edit per scale change, a thousand deep for N = 1000.
-
-def _parse_edits(text: str) -> list:
-    """Plain strings and ``(before, after, when)`` nodes, for ``[a:b:N]`` with integer N."""
-    root: list = []
-    current = root
-    open_edits: list[tuple[list, int, list[list]]] = []  # (the list it goes into, its '[' position, its parts)
-    plain: list[str] = []
-
-    def flush() -> None:
-        if plain:
-            current.append("".join(plain))
-            plain.clear()
-
-    for i, char in enumerate(text):
-        if char == "[":
-            flush()
-            open_edits.append((current, i, [[]]))
-            current = open_edits[-1][2][-1]
-        elif char == ":" and open_edits:
-            flush()
-            open_edits[-1][2].append([])
-            current = open_edits[-1][2][-1]
-        elif char == "]" and open_edits:
-            flush()
-            parent, start, parts = open_edits.pop()
-            when = parts[2] if len(parts) == 3 else None
-            if when is None or len(when) != 1 or not isinstance(when[0], str) or not when[0].strip().isdigit():
-                raise MrtiError(f"not an [a:b:N] edit: {text[start:i + 1]!r}")
-            parent.append((parts[0], parts[1], int(when[0])))
-            current = parent
-        else:
-            plain.append(char)
-    if open_edits:
-        raise MrtiError(f"unbalanced '[' at {open_edits[-1][1]} in {text!r}")
-    flush()
-    return root
-
-
-def _whens(nodes: list, steps: int) -> set[int]:
-    found, pending = set(), [nodes]
-    while pending:
-        for node in pending.pop():
-            if isinstance(node, tuple):
-                when = min(steps, node[2])
-                if when >= 1:
-                    found.add(when)
-                pending += [node[0], node[1]]
-    return found
-
-
-def _text_at(nodes: list, point: int, steps: int) -> str:
-    out, pending = [], [iter(nodes)]
-    while pending:
-        node = next(pending[-1], None)
-        if node is None:
-            pending.pop()
-        elif isinstance(node, str):
-            out.append(node)
-        else:
-            before, after, when = node
-            pending.append(iter(before if point <= min(steps, when) else after))
-    return "".join(out)
-
-
 def a1111_text_at_call(prompt: str, steps: int, call: int) -> str:
-    """The text A1111 encodes for model call ``call`` (0-based) of a ``steps``-step first pass."""
-    nodes = _parse_edits(prompt)
-    points = sorted(_whens(nodes, steps) | {steps})
-    point = next((p for p in points if p >= call), points[0])
-    return _text_at(nodes, point, steps)
+    """The text A1111 encodes for model call ``call`` (0-based) of a ``steps``-step first pass; the parts of a
+    prompt with ``AND`` joined by " AND "."""
+    return " AND ".join(text for text, _ in texts_at_call(prompt, steps, call))

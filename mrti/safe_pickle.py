@@ -10,13 +10,20 @@ archive ``torch.save`` writes is memory-mapped, so that a file of any declared s
 the tensors then read; the old pre-zip format cannot be mapped and is read whole, so its size is capped.
 
 A refusal names the file and the reason in words of its own: torch's messages go on to explain how to load
-the file without ``weights_only``, which is exactly what must not be done with a file from a stranger.
+the file without ``weights_only``, which is exactly what must not be done with a file from a stranger, so
+torch's exception is not even chained to ours (a log that prints the chain would repeat the advice).
+
+Embeddings saved by the original textual-inversion code (and A1111 files made from them) pickle
+``string_to_param`` as a ``torch.nn.ParameterDict``, a module that ``weights_only`` refuses. Asked for, that
+one name is read as ``ParameterDictState``, an inert record of the parameters the pickle gives it: no
+module is built and no code of the file's choosing runs, as with the host's own fallback for such files.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,8 @@ from .torch_layout import check_legacy, check_zip
 
 # An SD2 text encoder in float32 is 1.4 GB; callers reading smaller things pass a smaller cap.
 MAX_LEGACY_PICKLE_BYTES = 2 * 1024**3
+PARAMETER_DICT = "torch.nn.modules.container.ParameterDict"
+_ALLOWLIST_LOCK = threading.Lock()  # torch keeps its allowlist in one global set
 _TORCH_ADVICE = re.compile(r"weights_only|add_safe_globals|safe_globals|trust(ed)? (the )?source", re.IGNORECASE)
 
 
@@ -64,12 +73,41 @@ def torch_reason(exc: BaseException) -> str:
     return kept[0] if kept else type(exc).__name__
 
 
-def load_weights_only(path: Path, max_legacy_bytes: int | None = None) -> Any:
-    """What the pickle holds, if it is only tensors and plain containers; else a ``ConceptFileError`` naming
-    the file. Tensors of a zip archive stay memory-mapped: copy what is kept."""
+class ParameterDictState:
+    """Stands for a pickled ``torch.nn.ParameterDict``: keeps the ``_parameters`` mapping its state holds and
+    nothing else. Reads like a dict of them."""
+
+    def __init__(self) -> None:
+        self.parameters: dict = {}
+
+    def __setstate__(self, state: object) -> None:
+        found = state.get("_parameters") if isinstance(state, dict) else None
+        self.parameters = dict(found) if isinstance(found, dict) else {}
+
+    def __len__(self) -> int:
+        return len(self.parameters)
+
+    def items(self):
+        return self.parameters.items()
+
+    def values(self):
+        return self.parameters.values()
+
+
+def _load(path: Path, mappable: bool, parameter_dicts: bool) -> Any:
+    if not parameter_dicts:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mappable)
+    with _ALLOWLIST_LOCK, torch.serialization.safe_globals([(ParameterDictState, PARAMETER_DICT)]):
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mappable)
+
+
+def load_weights_only(path: Path, max_legacy_bytes: int | None = None, parameter_dicts: bool = False) -> Any:
+    """What the pickle holds, if it is only tensors and plain containers (and, with ``parameter_dicts``,
+    ``ParameterDictState`` for each ``ParameterDict``); else a ``ConceptFileError`` naming the file. Tensors
+    of a zip archive stay memory-mapped: copy what is kept."""
     try:
         mappable = check_torch_archive(path, max_legacy_bytes)
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mappable)
+        return _load(path, mappable, parameter_dicts)
     except MrtiError:
         raise
     except pickle.UnpicklingError as exc:
@@ -79,6 +117,6 @@ def load_weights_only(path: Path, max_legacy_bytes: int | None = None) -> Any:
             f"that could run code) ({torch_reason(exc)})",
         ) from None
     except OSError as exc:
-        raise ConceptFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+        raise ConceptFileError(path, f"cannot read file: {exc.strerror or torch_reason(exc)}") from None
     except Exception as exc:  # torch reports corrupt archives with several error types
-        raise ConceptFileError(path, f"not a readable PyTorch weights file ({torch_reason(exc)})") from exc
+        raise ConceptFileError(path, f"not a readable PyTorch weights file ({torch_reason(exc)})") from None

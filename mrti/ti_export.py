@@ -9,9 +9,12 @@ read as a plain embedding:
   ComfyUI's two SDXL tokenizers and A1111/Forge look up.
 
 Such a file holds one embedding, so it reproduces the Fixed mode ``<name|i|>`` only; the scheduled modes
-need this pack. Header metadata (strings) records where the file came from. A concept's files are written
-as one set (mrti/file_set.py): all of them or none, never mixed with an earlier set, never replacing an
-existing file unless asked; every target is checked before the first one is written.
+need this pack. When asked, the set also holds ``<name>_zero.safetensors``: zero vectors in the same layout,
+dtype and vector count, which is what a Semi tag gives its token below its resolution (docs/method.md), so
+that an A1111 prompt can switch to it. Header metadata (strings) records where the file came from. A
+concept's files are written as one set (mrti/file_set.py): all of them or none, never mixed with an earlier
+set, never replacing an existing file unless asked; every target is checked before the first one is
+written.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ KEY_SCALE = "mrti_export.scale_index"
 KEY_NUM_SCALES = "mrti_export.num_scales"
 KEY_FAMILY = "mrti_export.model_family"
 KEY_VECTORS = "mrti_export.vectors_per_token"
+KEY_ZERO = "mrti_export.zero_vector"
+ZERO_SUFFIX = "_zero"
 
 PathArg = str | PathLike[str]
 
@@ -62,13 +67,20 @@ def export_stem(name: str, index: int) -> str:
     return f"{name}_s{index}"
 
 
-def export_file_name(name: str, index: int) -> str:
-    return export_stem(name, index) + FILE_SUFFIX
+def zero_stem(name: str) -> str:
+    """The embedding name of the zero-vector file of concept ``name``: ``<name>_zero``."""
+    return validate_concept_name(name) + ZERO_SUFFIX
 
 
-def embedding_word(name: str, index: int) -> str:
-    """What a prompt writes to use the exported scale with ComfyUI's own text encoding."""
-    return WORD_PREFIX + export_stem(name, index)
+def export_file_name(name: str, index: int | None) -> str:
+    """The file of scale ``index``; ``None`` is the zero-vector file."""
+    return (zero_stem(name) if index is None else export_stem(name, index)) + FILE_SUFFIX
+
+
+def embedding_word(name: str, index: int | None) -> str:
+    """What a prompt writes to use the exported scale (``None``: the zero vector) with ComfyUI's own text
+    encoding."""
+    return WORD_PREFIX + (zero_stem(name) if index is None else export_stem(name, index))
 
 
 def export_family(concept: Concept) -> ModelFamily:
@@ -102,16 +114,25 @@ def scale_file(concept: Concept, index: int) -> tuple[dict[str, torch.Tensor], d
     return _scale_file(concept, index, export_family(concept))
 
 
-def _scale_file(concept: Concept, index: int, family: ModelFamily) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def zero_file(concept: Concept) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and header metadata of the zero-vector file: the scale files' layout, filled with zeros."""
+    return _scale_file(concept, None, export_family(concept))
+
+
+def _scale_file(concept: Concept, index: int | None, family: ModelFamily
+                ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    row = 0 if index is None else index
     if family is ModelFamily.SDXL:
-        tensors = {key: _plain(concept.embeddings[key][index]) for key in ("clip_l", "clip_g")}
+        tensors = {key: _plain(concept.embeddings[key][row]) for key in ("clip_l", "clip_g")}
     else:
         (tensor,) = concept.embeddings.values()
-        tensors = {SINGLE_KEY: _plain(tensor[index])}
+        tensors = {SINGLE_KEY: _plain(tensor[row])}
+    if index is None:
+        tensors = {key: torch.zeros_like(value) for key, value in tensors.items()}
     metadata = {
         KEY_FORMAT_VERSION: str(FORMAT_VERSION),
         KEY_SOURCE_CONCEPT: concept.name,
-        KEY_SCALE: str(index),
+        **({KEY_ZERO: "true"} if index is None else {KEY_SCALE: str(index)}),
         KEY_NUM_SCALES: str(concept.num_scales),
         KEY_FAMILY: family.value,
         KEY_VECTORS: str(concept.vectors_per_token),
@@ -136,16 +157,18 @@ def pick_concept(concepts: Mapping[str, Concept] | ConceptSet, name: str) -> Con
 
 @dataclass(frozen=True)
 class ExportedScale:
-    index: int
+    index: int | None  # None: the zero-vector file
     path: Path
     word: str
 
 
-def planned_files(concept: Concept, folder: PathArg) -> list[ExportedScale]:
-    """Where each scale of ``concept`` would be written in ``folder``, and its prompt word."""
+def planned_files(concept: Concept, folder: PathArg, zero: bool = False) -> list[ExportedScale]:
+    """Where each scale of ``concept`` (and, with ``zero``, the zero-vector file last) would be written in
+    ``folder``, and its prompt word."""
     root = Path(folder)
+    indices: list[int | None] = [*range(concept.num_scales), *([None] if zero else [])]
     return [ExportedScale(i, root / export_file_name(concept.name, i), embedding_word(concept.name, i))
-            for i in range(concept.num_scales)]
+            for i in indices]
 
 
 def lock_path(folder: PathArg, name: str) -> Path:
@@ -153,25 +176,34 @@ def lock_path(folder: PathArg, name: str) -> Path:
     return Path(folder) / f".{name}.export.lock"
 
 
-def _earlier_scales(folder: Path, name: str, num_scales: int) -> list[Path]:
-    """Files of an earlier export of ``name`` beyond scale ``num_scales - 1`` (it had more scales): they
-    belong to the set the new one replaces. Known by their header, so no other file is ever counted."""
+def _exported_by(path: Path, name: str) -> bool:
+    try:
+        metadata, _ = read_safetensors_header(path)
+    except MrtiError:
+        return False
+    return metadata.get(KEY_SOURCE_CONCEPT) == name
+
+
+def _earlier_scales(folder: Path, name: str, num_scales: int, zero: bool = False) -> list[Path]:
+    """Files of an earlier export of ``name`` that the new set does not write (scales beyond
+    ``num_scales - 1``, and its zero-vector file unless ``zero``): they belong to the set the new one
+    replaces. Known by their header, so no other file is ever counted."""
     prefix = f"{name}_s"
     found = []
     for path in folder.glob(f"{glob_escape(prefix)}*{FILE_SUFFIX}"):
         digits = path.name[len(prefix):-len(FILE_SUFFIX)]
         if not digits.isdigit() or digits != str(int(digits)) or int(digits) < num_scales:
             continue
-        try:
-            metadata, _ = read_safetensors_header(path)
-        except MrtiError:
-            continue
-        if metadata.get(KEY_SOURCE_CONCEPT) == name:
+        if _exported_by(path, name):
             found.append(path)
-    return sorted(found, key=lambda p: int(p.name[len(prefix):-len(FILE_SUFFIX)]))
+    found.sort(key=lambda p: int(p.name[len(prefix):-len(FILE_SUFFIX)]))
+    zero_path = folder / export_file_name(name, None)
+    if not zero and zero_path.is_file() and _exported_by(zero_path, name):
+        found.append(zero_path)
+    return found
 
 
-def _replaced_files(plan: list[ExportedScale], folder: Path, name: str, overwrite: bool) -> list[Path]:
+def _replaced_files(plan: list[ExportedScale], folder: Path, name: str, overwrite: bool, zero: bool) -> list[Path]:
     """The files the export replaces; refuses, naming the file, what it must not replace."""
     replacing = []
     for item in plan:
@@ -183,16 +215,19 @@ def _replaced_files(plan: list[ExportedScale], folder: Path, name: str, overwrit
                 raise ConceptFileExistsError(target, "file already exists; nothing was exported (switch on "
                                                      "overwrite to replace the exported set)")
             replacing.append(target)
-    earlier = _earlier_scales(folder, name, len(plan))
+    earlier = _earlier_scales(folder, name, len(plan) - int(zero), zero)
     if earlier and not overwrite:
-        raise ConceptFileExistsError(earlier[0], f"an earlier export of {name!r} with more scales left this "
-                                                 "file; nothing was exported (switch on overwrite to replace "
-                                                 "the exported set as a whole)")
+        what = "its zero-vector file" if earlier[0].stem == zero_stem(name) else "more scales"
+        raise ConceptFileExistsError(earlier[0], f"an earlier export of {name!r} with {what} left this file; "
+                                                 "nothing was exported (switch on overwrite to replace the "
+                                                 "exported set as a whole)")
     return replacing + earlier
 
 
-def export_concept(concept: Concept, folder: PathArg, *, overwrite: bool = False) -> list[ExportedScale]:
-    """Write every scale of ``concept`` into ``folder`` as ``<name>_s<i>.safetensors``, all or nothing.
+def export_concept(concept: Concept, folder: PathArg, *, overwrite: bool = False,
+                   zero: bool = False) -> list[ExportedScale]:
+    """Write every scale of ``concept`` into ``folder`` as ``<name>_s<i>.safetensors`` (with ``zero``, also
+    ``<name>_zero.safetensors``), all or nothing.
 
     Without ``overwrite`` an existing file (or anything else of that name) refuses the whole export, naming
     it; with it, the earlier set is replaced as a whole, including the scales an earlier export of more
@@ -200,7 +235,7 @@ def export_concept(concept: Concept, folder: PathArg, *, overwrite: bool = False
     a second export of the same name meanwhile (another thread or server) is refused, naming the lock."""
     family = export_family(concept)
     root = Path(folder)
-    plan = planned_files(concept, root)
+    plan = planned_files(concept, root, zero)
     blobs = []
     for item in plan:  # every file serialised before the first one is written
         tensors, metadata = _scale_file(concept, item.index, family)
@@ -208,8 +243,31 @@ def export_concept(concept: Concept, folder: PathArg, *, overwrite: bool = False
     if not root.is_dir():
         raise ConceptFileError(root, "cannot export: the folder does not exist")
     with SetLock(lock_path(root, concept.name), f"export of {concept.name!r}"):
-        replacing = _replaced_files(plan, root, concept.name, overwrite)
+        replacing = _replaced_files(plan, root, concept.name, overwrite, zero)
         publish_set(root, f"{concept.name}.export", [(item.path, data) for item, data in zip(plan, blobs)],
                     replacing)
     logger.info("exported concept %r as %d textual-inversion files in %s", concept.name, len(plan), folder)
     return plan
+
+
+def export_mismatch(concept: Concept, index: int | None, path: PathArg) -> str | None:
+    """Why the file at ``path`` does not give exactly scale ``index`` of ``concept`` (``None``: its zero
+    vector), read as any embedding file is (mrti/ti_import.py); None when it does."""
+    from .ti_import import read_ti_file
+
+    try:
+        found = read_ti_file(path).vectors
+    except MrtiError as exc:
+        return str(exc)
+    tensors, _ = _scale_file(concept, index, export_family(concept))
+    want = {key: tensor.to(torch.float32) for key, tensor in tensors.items()}
+    if SINGLE_KEY in want:
+        (encoder,) = concept.embeddings
+        want = {encoder: want[SINGLE_KEY]}
+    what = "the zero vector" if index is None else f"scale {index}"
+    if set(found) != set(want) or any(found[k].shape != want[k].shape for k in want):
+        return (f"{path}: holds {', '.join(f'{k} {list(v.shape)}' for k, v in found.items())}, not the layout of "
+                f"{what} of concept {concept.name!r}")
+    if not all(torch.equal(found[k], want[k]) for k in want):
+        return f"{path}: holds other vectors than {what} of concept {concept.name!r} (an older export?)"
+    return None

@@ -4,14 +4,18 @@ embedding the user already has (docs/method.md, "Ordinary embeddings as concepts
 
 Layouts read; each tensor is ``[V, width]``, or ``[width]`` for one vector:
 
-- A1111 / Forge ``.pt``: a dict whose ``string_to_param`` maps one token (``*``) to the vectors;
+- A1111 / Forge ``.pt``: a dict whose ``string_to_param`` maps one token (``*``) to the vectors, as a dict
+  or, in files from the original textual-inversion code, a ``ParameterDict`` (read without building it);
 - ``.safetensors`` with ``emb_params`` (A1111's, and this pack's export for SD1/SD2);
 - SDXL ``.safetensors`` with ``clip_l`` ``[V, 768]`` and ``clip_g`` ``[V, 1280]``;
 - diffusers' ``learned_embeds`` (``.bin`` or ``.safetensors``): one tensor, keyed by its token.
 
 A single tensor 768 wide is CLIP-L's (SD1), 1024 wide CLIP-H's (SD2). Pickles are read only as plain
 tensors (``safe_pickle.py``); a safetensors file's shapes are checked from its header before any tensor
-byte is read. Whether the widths fit a given model is the caller's check (the prompt node, the trainer).
+byte is read. A ``torch.save`` archive is memory-mapped, so its size is not capped: ``torch.save`` of a
+slice stores the whole table it was cut from (a diffusers ``learned_embeds.bin`` of 150 MB holds one
+768-wide row), and only the vectors the file's tensor views are read, after their shapes are checked.
+Whether the widths fit a given model is the caller's check (the prompt node, the trainer).
 """
 
 from __future__ import annotations
@@ -38,14 +42,14 @@ from .concept import (
 from .concept_file import FORMAT_VERSION, KEY_FORMAT_VERSION, read_safetensors_header
 from .errors import ConceptFileError, MrtiError, shown
 from .file_kinds import regular_file_stat
-from .safe_pickle import load_weights_only
+from .safe_pickle import ParameterDictState, load_weights_only
 
 logger = logging.getLogger(__name__)
 
 TI_SUFFIXES = (".safetensors", ".pt", ".bin")  # what ComfyUI's own `embedding:` words look for
 TI_SOURCE = "ordinary textual inversion"
 # The largest real embedding (75 vectors of CLIP-L + CLIP-G in float32) is 600 KB; a bigger file is something
-# else, and the cap bounds what any layout, the old pickle format included, can make us read.
+# else, and the cap bounds what the layouts read whole (safetensors, the old pickle format) can make us read.
 MAX_TI_FILE_BYTES = 64 * 1024**2
 A1111_KEY = "string_to_param"
 SDXL_KEYS = ("clip_l", "clip_g")
@@ -82,11 +86,11 @@ def init_word_of(path: PathArg) -> str:
     return f"embedding:{Path(path).stem}"
 
 
-def _check_size(file: Path) -> None:
+def _check_size(file: Path, capped: bool) -> None:
     size = regular_file_stat(file).st_size
     if size == 0:
         raise ConceptFileError(file, "file is empty")
-    if size > MAX_TI_FILE_BYTES:
+    if capped and size > MAX_TI_FILE_BYTES:
         raise ConceptFileError(file, f"is {size} bytes; an ordinary textual-inversion file holds at most "
                                      f"{MAX_VECTORS_PER_TOKEN} vectors (under 1 MB), so at most "
                                      f"{MAX_TI_FILE_BYTES} bytes are read")
@@ -170,17 +174,19 @@ def _from_safetensors(file: Path) -> OrdinaryEmbedding:
 
 
 def _from_pickle(file: Path) -> OrdinaryEmbedding:
-    state = load_weights_only(file, MAX_TI_FILE_BYTES)
+    state = load_weights_only(file, MAX_TI_FILE_BYTES, parameter_dicts=True)
     if not isinstance(state, dict):
         raise ConceptFileError(file, f"holds a {type(state).__name__}; an ordinary embedding file holds a dict "
                                      f"of {_EXPECTED}")
     layout = None
     if A1111_KEY in state:
-        params = state[A1111_KEY]
+        params, layout = state[A1111_KEY], f"A1111 {A1111_KEY}"
+        if isinstance(params, ParameterDictState):
+            params, layout = params.parameters, f"A1111 {A1111_KEY} (ParameterDict)"
         if not isinstance(params, dict) or len(params) != 1:
             count = len(params) if isinstance(params, dict) else type(params).__name__
             raise ConceptFileError(file, f"{A1111_KEY!r} holds {count} entries; an embedding file holds one")
-        tensors, layout = params, f"A1111 {A1111_KEY}"
+        tensors = params
     else:
         tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
     for key, tensor in tensors.items():
@@ -198,8 +204,9 @@ def read_ti_file(path: PathArg) -> OrdinaryEmbedding:
     """The vectors of an ordinary textual-inversion file, after every check that needs no model; refusals are
     ``ConceptFileError``s naming the file."""
     file = Path(path)
-    _check_size(file)
-    if file.suffix.lower() == ".safetensors":
+    safetensors = file.suffix.lower() == ".safetensors"
+    _check_size(file, capped=safetensors)
+    if safetensors:
         return _from_safetensors(file)
     return _from_pickle(file)
 

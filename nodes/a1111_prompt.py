@@ -79,22 +79,24 @@ def step_schedule(model, sampler_name: str, scheduler: str, steps: int) -> StepS
 
 
 def exactness_note(sampler_name: str, scheduler: str, steps: int, schedule: StepSchedule) -> str:
+    """One line: "exact for" the schedule and the A1111 settings that match it, or "NOT exact" and why."""
+    computed = (f"ComfyUI sampler {sampler_name}, scheduler {scheduler}, {steps} steps, denoise 1.0, on "
+                f"{schedule.table}")
+    problems = []
     taken = len(schedule.timesteps)
-    parts = [(f"exact for: ComfyUI sampler {sampler_name}, scheduler {scheduler}, {steps} steps, denoise 1.0, "
-              f"on {schedule.table}")]
     if taken != steps:
-        parts.append(f"NOT exact in A1111: this scheduler gives {taken} steps, not {steps}")
+        problems.append(f"this scheduler gives {taken} steps, not {steps}")
     if sampler_name not in ONE_CALL_PER_STEP:
-        parts.append(f"NOT exact with {sampler_name}: it calls the model more than once per step (or is not "
-                     "known to call it once), and A1111 prompt editing counts model calls; use a "
-                     "one-call-per-step sampler such as euler or dpmpp_2m")
+        problems.append(f"{sampler_name} calls the model more than once per step (or is not known to call it "
+                        "once), and A1111 prompt editing counts model calls; use a one-call-per-step sampler "
+                        "such as euler or dpmpp_2m")
     a1111 = A1111_SCHEDULE_TYPE.get(scheduler)
     if a1111 is None:
-        parts.append(f"A1111 has no schedule type known to give the sigmas of {scheduler}")
-    else:
-        parts.append(f"in A1111/Forge: Sampling steps {steps}, a one-call-per-step sampler (Euler, Euler a, LMS, "
-                     f"DPM++ 2M), Schedule type {a1111}, no hires fix")
-    return "; ".join(parts)
+        problems.append(f"A1111 has no schedule type known to give the sigmas of {scheduler}")
+    if problems:
+        return f"NOT exact: {'; '.join(problems)} (switch steps computed for {computed})"
+    return (f"exact for {computed}; in A1111/Forge: Sampling steps {steps}, a one-call-per-step sampler (Euler, "
+            f"Euler a, LMS, DPM++ 2M), Schedule type {a1111}, no hires fix")
 
 
 def a1111_prompt_output(concepts: ConceptSet, text: str, mode: Mode, resolution: Resolution, model,

@@ -101,17 +101,6 @@ CONTACTS: tuple[Contact, ...] = (
     # ---- a schedule of conditionings, bounded in sigma
     _c("comfy.sd.CLIP.encode_from_tokens_scheduled", "nodes/prompt_encoding.py encode_plan", _SCHEDULE,
        method_of(on.clip, "encode_from_tokens_scheduled", "tokens")),
-    _c("comfy.sd1_clip.ClipTokenWeightEncoder.encode_token_weights, SDClipModel.forward (sections and pooled "
-       "vector)", "nodes/batched_encode.py one_pass_per_encoder", _SCHEDULE,
-       Mentions("comfy.sd1_clip.ClipTokenWeightEncoder.encode_token_weights",
-                ("o = self.encode(to_encode)", "out, pooled = o[:2]", "pooled[0:1]", "z = out[k:k+1]"),
-                "every section of a prompt encoded by one self.encode call, a row of its output per section"),
-       Mentions("comfy.sd1_clip.SDClipModel.forward",
-                ("self.transformer(None,", "if not self.return_projected_pooled", "pooled_output = outputs[3]",
-                 "pooled_output = outputs[2]"),
-                "the pooled vector: the transformer's outputs[3], or its projection outputs[2]"),
-       Mentions("comfy.clip_model.CLIPTextModel.forward", ("out = self.text_projection(x[2])",),
-                "outputs[2] as text_projection of outputs[3]")),
     _c("node_helpers.conditioning_set_values", "nodes/prompt_encoding.py scheduled", _SCHEDULE,
        function("node_helpers.conditioning_set_values", "conditioning", "values")),
     _c("comfy.samplers.get_area_and_mult (timestep_start, timestep_end)", "nodes/prompt_encoding.py scheduled",

@@ -1,5 +1,7 @@
-"""Encoding a multires prompt with the host's CLIP: each distinct token state once, all of them in one pass
-of each text encoder (nodes/batched_encode.py).
+"""Encoding a multires prompt with the host's CLIP: one text-encoder pass per distinct token state.
+
+Not batched across states: a batch of another size rounds differently in a multi-threaded or GPU matrix
+product, so each state's encoding would no longer be bit for bit the one CLIPTextEncode gives it.
 
 Each concept tag is replaced by an `embedding:` word that the host's tokenizer resolves through a
 lookup we add to a copy of it, so chunking, `(word:1.2)` weights and ordinary `embedding:` files are all
@@ -23,7 +25,6 @@ from ..mrti.errors import MrtiError
 from ..mrti.prompt_syntax import Mode, ParsedPrompt, Resolution, ResolvedTag, parse_prompt, resolve_tags
 from ..mrti.schedule import StateSpan, TokenState, distinct_states, materialize, state_spans
 from ..mrti.step_ranges import SigmaRange, TimestepEdges, progress_range
-from .batched_encode import one_pass_per_encoder
 from .clip_slots import clip_with_slots, slot_word, text_encoders
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,7 @@ def encode_plan(clip, concepts: ConceptSet, plan: SchedulePlan) -> list:
         }
         clones[states] = clip_with_slots(clip, lambda key, word, _slots=slots: _slots.get(word, {}).get(key))
         tokens[states] = clones[states].tokenize(substituted)
-    with one_pass_per_encoder(clip, tokens.values()):
-        encoded = {states: clone.encode_from_tokens_scheduled(tokens[states]) for states, clone in clones.items()}
+    encoded = {states: clone.encode_from_tokens_scheduled(tokens[states]) for states, clone in clones.items()}
     return scheduled(spans, encoded)
 
 

@@ -16,8 +16,8 @@ fi
 PY="$VENV/bin/python"
 
 # The ComfyUI runtime first: its requirements.txt decides part of what gets installed.
-COMFY_DIR=$("$PY" harness/comfy_runtime.py)
-"$PY" harness/comfy_runtime.py --requirements > .cache/comfyui-requirements.txt
+COMFY_DIR=$("$PY" dev/harness/comfy_runtime.py)
+"$PY" dev/harness/comfy_runtime.py --requirements > .cache/comfyui-requirements.txt
 
 stamp="$VENV/.mrti-installed"
 want=$(cat requirements-dev.txt constraints-dev.txt .cache/comfyui-requirements.txt | sha256sum | cut -d' ' -f1)

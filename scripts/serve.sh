@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-exec "${MRTI_VENV:-.venv}/bin/python" -m harness.devserver "$@"
+exec "${MRTI_VENV:-.venv}/bin/python" -m dev.harness.devserver "$@"

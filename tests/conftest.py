@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def comfy_base(tmp_path_factory) -> Path:
     """The in-process host, booted once per session on a temporary base directory."""
-    from harness import host
+    from dev.harness import host
 
     return host.boot(tmp_path_factory.mktemp("comfy-base"))
 
@@ -16,6 +16,6 @@ def comfy_base(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoints(comfy_base) -> dict:
     """{"sd1": path, "sd2": path (v-prediction), "sdxl": path}: tiny seeded checkpoints, built once into the cache."""
-    from harness import comfy_runtime, tiny_models
+    from dev.harness import comfy_runtime, tiny_models
 
     return tiny_models.ensure_checkpoints(comfy_runtime.cache_dir() / "tiny-models")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.server import ComfyClient, ComfyServer, prepare_base_directory
+from dev.harness.server import ComfyClient, ComfyServer, prepare_base_directory
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import comfy_runtime, graphs
-from harness.demo_concepts import random_concept
-from harness.server import free_port
+from dev.harness import comfy_runtime, graphs
+from dev.harness.demo_concepts import random_concept
+from dev.harness.server import free_port
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 

@@ -1,4 +1,4 @@
-"""The demo server (`scripts/serve.sh` runs harness/devserver.py): the toy-world model is its first
+"""The demo server (`scripts/serve.sh` runs dev/harness/devserver.py): the toy-world model is its first
 checkpoint, so every new checkpoint loader defaults to it, and the tiny random SDXL model of the SDXL
 workflow comes after it; the demo concepts and the training pictures are there."""
 from __future__ import annotations
@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from harness.server import ComfyClient, free_port
-from toyworld import concepts, reader
+from dev.harness.server import ComfyClient, free_port
+from dev.toyworld import concepts, reader
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_server_offers_the_toy_world_model_and_its_pictures(tmp_path, tiny_checkpoints):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "harness.devserver", "--port", str(port), "--base", str(tmp_path)], cwd=REPO,
+    process = subprocess.Popen([sys.executable, "-m", "dev.harness.devserver", "--port", str(port), "--base", str(tmp_path)], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         client = ComfyClient(f"http://127.0.0.1:{port}")

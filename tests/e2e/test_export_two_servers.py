@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from harness.demo_concepts import random_concept
-from harness.server import ComfyClient, ComfyServer
+from dev.harness.demo_concepts import random_concept
+from dev.harness.server import ComfyClient, ComfyServer
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 

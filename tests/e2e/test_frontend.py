@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import comfy_runtime
-from harness.browser import Browser, open_comfyui
-from harness.demo_concepts import write_demo_concepts, write_training_images
-from harness.workflow_assets import TINY
+from dev.harness import comfy_runtime
+from dev.harness.browser import Browser, open_comfyui
+from dev.harness.demo_concepts import write_demo_concepts, write_training_images
+from dev.harness.workflow_assets import TINY
 
 SCREENSHOTS = comfy_runtime.cache_dir() / "screenshots"
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
@@ -162,7 +162,7 @@ def test_schedule_strip_marks_scales_that_never_trained(server, page):
 def test_schedule_strip_shows_a_broken_concept_as_broken(server, page):
     import torch
 
-    from harness.concept_files import write_raw_concept
+    from dev.harness.concept_files import write_raw_concept
 
     folder = server.base / "models" / "multires_embeddings"
     write_raw_concept(folder / "broken_width.safetensors", torch.zeros(6, 1, 100))
@@ -182,7 +182,7 @@ def test_schedule_strip_takes_an_ordinary_embedding_as_one_scale(server, page):
     one scale the loader makes of it (a guessed N of 10 would draw ten)."""
     import torch
 
-    from harness.concept_files import write_a1111_embedding
+    from dev.harness.concept_files import write_a1111_embedding
 
     folder = server.base / "models" / "embeddings"
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from harness import graphs
-from harness.demo_concepts import random_concept
+from dev.harness import graphs
+from dev.harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 

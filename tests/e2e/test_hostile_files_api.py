@@ -13,14 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import graphs
-from harness.concept_files import (
+from dev.harness import graphs
+from dev.harness.concept_files import (
     write_deflated_reference,
     write_reference_folder,
     write_sparse_claim,
 )
-from harness.demo_concepts import random_concept
-from harness.peak_memory import peak_mb, reset_peak
+from dev.harness.demo_concepts import random_concept
+from dev.harness.peak_memory import peak_mb, reset_peak
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 

@@ -2,7 +2,7 @@
 never stop the server answering, a second listing is served from what was kept, bombs cost the server little
 memory whether listed or queued, and every name the folders offer is explained in words of its own.
 
-Margins are generous (the test machine is slow and shared); bench/listing.py measures the real times."""
+Margins are generous (the test machine is slow and shared); dev/bench/listing.py measures the real times."""
 from __future__ import annotations
 
 import io
@@ -18,15 +18,15 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import graphs
-from harness.concept_files import (
+from dev.harness import graphs
+from dev.harness.concept_files import (
     write_a1111_embedding,
     write_empty_set_bomb,
     write_reference_folder,
     write_storage_claim,
 )
-from harness.demo_concepts import random_concept
-from harness.peak_memory import peak_mb, reset_peak
+from dev.harness.demo_concepts import random_concept
+from dev.harness.peak_memory import peak_mb, reset_peak
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import graphs
-from harness.demo_concepts import random_concept
+from dev.harness import graphs
+from dev.harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import comfy_runtime
-from harness.server import ComfyClient, ComfyServer
+from dev.harness import comfy_runtime
+from dev.harness.server import ComfyClient, ComfyServer
 
 ROOT = comfy_runtime.REPO_ROOT
 NODES = {"MultiResEmbeddingLoader", "TimestepConditioningScheduler", "MultiResGridPrompts", "MultiResGridImage",

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import graphs
+from dev.harness import graphs
 import torch
 
-from harness.concept_files import (write_code_carrying_reference, write_corrupt, write_raw_concept,
+from dev.harness.concept_files import (write_code_carrying_reference, write_corrupt, write_raw_concept,
                                    write_reference_folder, write_truncated)
-from harness.demo_concepts import random_concept
+from dev.harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 

@@ -1,7 +1,7 @@
 """The prompt node on the server, recorded at every diffusion-model call: the edge cases where the span
 edges fall between integer timesteps or the sigma table is not the standard one.
 
-The recorder node (harness/probe_nodes.py) writes the model's own timestep and a fingerprint of each
+The recorder node (dev/harness/probe_nodes.py) writes the model's own timestep and a fingerprint of each
 positive context per call. docs/method.md's rule then says: exactly one positive context per call, the
 same context for every call whose expected token state is the same, and different contexts for different
 states."""
@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from harness import graphs
-from harness.demo_concepts import random_concept
-from harness.step_recorder import expected_state
+from dev.harness import graphs
+from dev.harness.demo_concepts import random_concept
+from dev.harness.step_recorder import expected_state
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 

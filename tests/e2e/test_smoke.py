@@ -5,8 +5,8 @@ import re
 import pytest
 from PIL import Image
 
-from harness import graphs
-from harness.server import PACKAGE_LINK_NAME
+from dev.harness import graphs
+from dev.harness.server import PACKAGE_LINK_NAME
 
 OUR_NODES = {"MultiResEmbeddingLoader"}
 
@@ -51,8 +51,8 @@ def test_object_info_lists_our_nodes(client):
 def test_concepts_route_summarises_the_models_folder(server, client):
     from dataclasses import replace
 
-    from harness.concept_files import write_reference_folder
-    from harness.demo_concepts import random_concept
+    from dev.harness.concept_files import write_reference_folder
+    from dev.harness.demo_concepts import random_concept
     from mrti.concept import ModelFamily
     from mrti.concept_file import save_concept
 

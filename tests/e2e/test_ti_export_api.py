@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import graphs
-from harness.demo_concepts import random_concept
+from dev.harness import graphs
+from dev.harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 
@@ -24,11 +24,11 @@ def pixels(client, result) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(client.image(image))))
 
 
-def export(client, entry: str, overwrite: bool):
+def export(client, entry: str, overwrite: bool, **more):
     return client.run({
         "load": {"class_type": "MultiResEmbeddingLoader", "inputs": {"concept": entry, "name": ""}},
         "export": {"class_type": "MultiResEmbeddingExport",
-                   "inputs": {"concepts": ["load", 0], "concept_name": "", "overwrite": overwrite}},
+                   "inputs": {"concepts": ["load", 0], "concept_name": "", "overwrite": overwrite, **more}},
     })
 
 
@@ -82,9 +82,60 @@ def test_export_with_an_a1111_prompt_through_the_server(server, client):
         })
 
     refused = run(f"a photo of <{name}(4)>")
-    assert not refused.ok and f"<{name}(4)>" in refused.error_message()
-    assert "zero vector" in refused.error_message()
+    assert not refused.ok and f"uses {name}_zero (the zero vector" in refused.error_message()
+    assert "switch on write_zero_file" in refused.error_message()
     assert not list((server.base / "models" / "embeddings").glob(f"{name}_s*.safetensors"))
     result = run(f"a photo of <{name}[2]>, <{name}>")
     assert result.ok, result.error_message()
     assert len(list((server.base / "models" / "embeddings").glob(f"{name}_s*.safetensors"))) == 10
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_the_zero_file_samples_like_the_semi_zero_state(server, client, kind):
+    """Stock `embedding:<name>_zero` and the pack's `<name(4)>` of a 5-scale concept (zero at every step)."""
+    checkpoint, family = CASES[kind]
+    name = f"zeroed_{kind}"
+    save_concept(random_concept(name, family, 5, seed=44, scale=0.5),
+                 server.base / "models" / "multires_embeddings" / f"{name}.safetensors", overwrite=True)
+    result = export(client, f"{name}.safetensors", overwrite=True, write_zero_file=True)
+    assert result.ok, result.error_message()
+    assert (server.base / "models" / "embeddings" / f"{name}_zero.safetensors").is_file()
+    ours = pixels(client, client.run(graphs.multires_txt2img(
+        checkpoint, [(f"{name}.safetensors", "")], PROMPT.format(f"<{name}(4)>"), seed=5, steps=4)))
+    stock = pixels(client, client.run(graphs.txt2img(checkpoint, PROMPT.format(f"embedding:{name}_zero"), seed=5,
+                                                     steps=4)))
+    scale = pixels(client, client.run(graphs.txt2img(checkpoint, PROMPT.format(f"embedding:{name}_s4"), seed=5,
+                                                     steps=4)))
+    assert np.array_equal(ours, stock) and not np.array_equal(stock, scale)
+
+
+def test_a1111_prompts_for_several_schedules_without_writing(server, client):
+    """With the files in place, write_files off gives one schedule's prompt after another, without overwrite; a
+    word whose file is missing fails the node naming it."""
+    name = "exported_semi"
+    save_concept(random_concept(name, ModelFamily.SD1, 10, seed=45),
+                 server.base / "models" / "multires_embeddings" / f"{name}.safetensors", overwrite=True)
+    assert export(client, f"{name}.safetensors", overwrite=True, write_zero_file=True).ok
+    folder = server.base / "models" / "embeddings"
+    before = {p.name: p.stat().st_mtime_ns for p in folder.glob(f"{name}_*")}
+    prompts = set()
+    for steps in (12, 20, 30):
+        result = client.run({
+            "load": {"class_type": "MultiResEmbeddingLoader", "inputs": {"concept": f"{name}.safetensors", "name": ""}},
+            "export": {"class_type": "MultiResEmbeddingExport",
+                       "inputs": {"concepts": ["load", 0], "concept_name": "", "overwrite": False,
+                                  "prompt_text": f"a photo of <{name}(3)>:1.2, outdoors", "sampler_name": "euler",
+                                  "scheduler": "normal", "steps": steps, "mode": "fully", "resolution": "0",
+                                  "write_files": False}},
+            "show": {"class_type": "PreviewAny", "inputs": {"source": ["export", 2]}},
+        })
+        assert result.ok, result.error_message()
+        text, note = result.history["outputs"]["show"]["text"][0].split("\n")
+        assert f"{name}_zero" in text and "] :1.2, outdoors" in text and note.startswith("exact for ")
+        prompts.add(text)
+    assert len(prompts) == 3
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob(f"{name}_*")} == before
+    (folder / f"{name}_zero.safetensors").unlink()
+    refused = export(client, f"{name}.safetensors", overwrite=False, write_files=False,
+                     prompt_text=f"<{name}(3)>", steps=20)
+    assert not refused.ok and f"uses {name}_zero" in refused.error_message()

@@ -10,8 +10,14 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from harness import graphs
-from harness.concept_files import write_a1111_embedding, write_code_carrying_embedding
+from dev.harness import graphs
+from dev.harness.concept_files import (
+    write_a1111_embedding,
+    write_code_carrying_embedding,
+    write_parameter_dict_embedding,
+    write_sliced_learned_embeds,
+)
+from dev.harness.peak_memory import peak_mb, reset_peak
 
 PROMPT = "a painting of a dog in the style of {}"
 
@@ -58,3 +64,27 @@ def test_embeddings_are_offered_loaded_and_refused_by_name(server, client, tmp_p
     assert np.array_equal(ours, pixels(client, client.run(graphs.multires_txt2img(
         "tiny_sd1.safetensors", [("embedding: tiapi_style.pt", "")], PROMPT.format("<tiapi_style|0|>"), seed=6,
         steps=4))))
+
+
+def test_what_the_host_reads_the_pack_reads_alike(server, client):
+    """An old `ParameterDict` embedding and a diffusers `.bin` storing its whole 150 MB table sample pixel for
+    pixel like the stock `embedding:` word; the table costs the server's peak memory only the row it reads."""
+    folder = server.base / "models" / "embeddings"
+    folder.mkdir(parents=True, exist_ok=True)
+    seeded = torch.Generator().manual_seed(7)
+    write_parameter_dict_embedding(folder / "tiapi_pdict.pt", torch.randn(2, 768, generator=seeded))
+    write_sliced_learned_embeds(folder / "tiapi_sliced.bin", torch.randn(1, 768, generator=seeded))
+    plain = pixels(client, client.run(graphs.txt2img("tiny_sd1.safetensors", PROMPT.format("dog"), seed=6, steps=3)))
+    for stem in ("tiapi_pdict", "tiapi_sliced"):
+        entry = f"embedding: {stem}.{'pt' if stem == 'tiapi_pdict' else 'bin'}"
+        reset_peak(server.process.pid)
+        before = peak_mb(server.process.pid)
+        listed = client.concepts()[entry]
+        assert listed["num_scales"] == 1, listed
+        grown = peak_mb(server.process.pid) - before
+        assert grown < 40, f"{stem}: listing raised the server's peak memory by {grown:.0f} MB"
+        ours = pixels(client, client.run(graphs.multires_txt2img(
+            "tiny_sd1.safetensors", [(entry, "")], PROMPT.format(f"<{stem}>"), seed=6, steps=3)))
+        stock = pixels(client, client.run(graphs.txt2img("tiny_sd1.safetensors", PROMPT.format(f"embedding:{stem}"),
+                                                         seed=6, steps=3)))
+        assert np.array_equal(ours, stock) and not np.array_equal(stock, plain), stem

@@ -4,8 +4,8 @@ look, where the init word draws something else.
 
 The tag is `<S[0]>`, every bucket its own embedding. `<S|0|>` is not a fair probe of learning: its finest
 embedding, trained only on the last tenth of the noise levels, carries almost none of the coarse look
-(measured in the README, "Training a concept on it"). The attribute reader (toyworld/reader.py) reads the
-saved pictures. Measured over three training seeds at 120 steps (`python -m bench.concept_quality probe`):
+(measured in the README, "Training a concept on it"). The attribute reader (dev/toyworld/reader.py) reads the
+saved pictures. Measured over three training seeds at 120 steps (`python -m dev.bench.concept_quality probe`):
 the init word matches 16 % of the coarse attributes, the trained tag 97 ... 100 %.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import graphs
-from harness.server import TOY_WORLD_CHECKPOINT
-from toyworld import concepts, reader, world
+from dev.harness import graphs
+from dev.harness.server import TOY_WORLD_CHECKPOINT
+from dev.toyworld import concepts, reader, world
 
 CHECKPOINT = TOY_WORLD_CHECKPOINT.name
 SAMPLES = 8

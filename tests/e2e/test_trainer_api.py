@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import graphs
+from dev.harness import graphs
 from mrti.concept_file import load_concept
 from mrti.training.checkpoint import read_checkpoint
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from mrti.concept_file import load_concept, save_concept
-from harness import graphs
-from harness.demo_concepts import random_concept
+from dev.harness import graphs
+from dev.harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 
 INPUTS = dict(seed=1, save_every=1)

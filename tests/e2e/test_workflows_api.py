@@ -25,10 +25,10 @@ from pathlib import Path
 import autograph
 import pytest
 
-from harness.devserver import DEMO_SDXL_CHECKPOINT, prepare_demo_base
-from harness.editor_pictures import EDITOR_PICTURES, IMAGES, definitions_stamp, stamp_of
-from harness.server import TOY_WORLD_CHECKPOINT, ComfyClient, ComfyServer
-from harness.workflow_assets import WORKFLOWS as GRAPHS, note, numbered
+from dev.harness.devserver import DEMO_SDXL_CHECKPOINT, prepare_demo_base
+from dev.harness.editor_pictures import EDITOR_PICTURES, IMAGES, definitions_stamp, stamp_of
+from dev.harness.server import TOY_WORLD_CHECKPOINT, ComfyClient, ComfyServer
+from dev.harness.workflow_assets import WORKFLOWS as GRAPHS, note, numbered
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 IDS = [p.stem for p in WORKFLOWS]
@@ -137,7 +137,7 @@ def test_editor_pictures_show_the_current_nodes(object_info, picture):
     """Every picture of the editor in the documents was taken with today's node inputs and front end."""
     assert stamp_of(IMAGES / picture) == definitions_stamp(object_info, picture), (
         f"docs/images/{picture} shows older node definitions; regenerate it: run the browser tests, then "
-        ".venv/bin/python -m harness.workflow_assets")
+        ".venv/bin/python -m dev.harness.workflow_assets")
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=IDS)
@@ -164,13 +164,13 @@ def test_note_names_the_demo_model_and_the_real_one(path):
         assert "noise" in text
     for concept, _ in loaders(workflow).values():
         assert concept in text, "the note does not say where the concept file comes from"
-    assert text == note(GRAPHS[path.stem]()), "regenerate: .venv/bin/python -m harness.workflow_assets"
+    assert text == note(GRAPHS[path.stem]()), "regenerate: .venv/bin/python -m dev.harness.workflow_assets"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=IDS)
 def test_conversion_keeps_every_input(object_info, path):
     """Converted with the demo server's /object_info, the workflow gives back the graph it was built from
-    (harness/workflow_assets.py): every widget value lands on its own input, every link in place."""
+    (dev/harness/workflow_assets.py): every widget value lands on its own input, every link in place."""
     prompt = convert(read(path), object_info)
     graph, _ = numbered(GRAPHS[path.stem]())
     assert {key: (node["class_type"], node["inputs"]) for key, node in prompt.items()} == \

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.demo_concepts import random_concept
+from dev.harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 
@@ -14,7 +14,7 @@ FAMILIES = {"sd1": ModelFamily.SD1, "sd2": ModelFamily.SD2, "sdxl": ModelFamily.
 @pytest.fixture(scope="session")
 def host_package(comfy_base, tiny_checkpoints):
     """This package loaded into the in-process host the way ComfyUI loads it from custom_nodes."""
-    from harness import host
+    from dev.harness import host
 
     return host.load_package(comfy_base, tiny_checkpoints)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.concept_files import write_a1111_embedding, write_empty_set_bomb
+from dev.harness.concept_files import write_a1111_embedding, write_empty_set_bomb
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ NAMES = [  # file name, maker(path), words the route and the loader both say
 @pytest.mark.parametrize("name, make, words", NAMES, ids=[n[0] for n in NAMES])
 def test_every_name_the_listing_offers_is_explained_alike_by_route_and_loader(host_package, embeddings, name, make,
                                                                              words):
-    from harness.concept_files import write_storage_claim
+    from dev.harness.concept_files import write_storage_claim
 
     path = embeddings / name
     (make or (lambda p: write_storage_claim(p, 1_000_000_000)))(path)

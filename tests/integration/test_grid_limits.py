@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.demo_concepts import random_concept
-from harness.step_recorder import EncoderPassCounter
+from dev.harness.demo_concepts import random_concept
+from dev.harness.step_recorder import EncoderPassCounter
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 

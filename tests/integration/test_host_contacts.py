@@ -20,9 +20,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from harness.comfy_runtime import COMFYUI_VERSION
-from harness.demo_concepts import random_concept
-from harness.graphs import trainer_inputs
+from dev.harness.comfy_runtime import COMFYUI_VERSION
+from dev.harness.demo_concepts import random_concept
+from dev.harness.graphs import trainer_inputs
 
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
@@ -268,15 +268,6 @@ def _sampler_call_written_differently(monkeypatch, h):
     monkeypatch.setattr(samplers, "_calc_cond_batch", _calc_cond_batch)
 
 
-def _clip_forward_written_differently(monkeypatch, h):
-    sd1_clip = resolve(h, "comfy.sd1_clip")
-    original = sd1_clip.SDClipModel.forward
-
-    def forward(self, tokens):
-        return original(self, tokens)
-    monkeypatch.setattr(sd1_clip.SDClipModel, "forward", forward)
-
-
 def _server_with_renamed_parameter(monkeypatch, h):
     class Server:
         client_id = None
@@ -351,8 +342,6 @@ SIMULATIONS = {
     "comfy.patcher_extension.merge_nested_dicts": declared_changed("comfy.patcher_extension.merge_nested_dicts"),
     "comfy.samplers._calc_cond_batch (the sampler's model call, model_function_wrapper)":
         _sampler_call_written_differently,
-    "comfy.sd1_clip.ClipTokenWeightEncoder.encode_token_weights, SDClipModel.forward (sections and pooled vector)":
-        _clip_forward_written_differently,
     "comfy.model_management.load_models_gpu": declared_changed("comfy.model_management.load_models_gpu"),
     "comfy.model_management.intermediate_device": declared_changed("comfy.model_management.intermediate_device"),
     "comfy.model_management.throw_exception_if_processing_interrupted":

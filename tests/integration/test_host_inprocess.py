@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.demo_concepts import random_concept
+from dev.harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 
@@ -59,7 +59,7 @@ def test_extra_model_paths_folder_is_listed(host_package, tmp_path):
 
     import folder_paths
 
-    from harness import comfy_runtime
+    from dev.harness import comfy_runtime
 
     # By file: another top-level `utils` module may shadow the host's package of that name.
     spec = importlib.util.spec_from_file_location(

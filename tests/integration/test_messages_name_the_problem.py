@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.graphs import trainer_inputs
+from dev.harness.graphs import trainer_inputs
 
 
 def test_a_tag_after_embedding_is_refused_naming_it(host_package, loaded, scheduler_node):

@@ -15,8 +15,8 @@ import random
 import pytest
 import torch
 
-from harness.model_samplings import SAMPLINGS as PATCHES, SUPPORTED_TEXT, sampling_id
-from harness.step_recorder import EncoderPassCounter, StockReference, expected_state, recording_model, tag
+from dev.harness.model_samplings import SAMPLINGS as PATCHES, SUPPORTED_TEXT, sampling_id
+from dev.harness.step_recorder import EncoderPassCounter, StockReference, expected_state, recording_model, tag
 
 SAMPLINGS = [(sampling, zsnr) for sampling in ("eps", "v_prediction", "lcm", "x0") for zsnr in (False, True)]
 TAGS = [("fully", "0"), ("semi", "3"), ("fully", "0.45"), ("semi", "0.8"), ("fixed", "2")]

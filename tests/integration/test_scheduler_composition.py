@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import tiny_models
-from harness.step_recorder import EncoderPassCounter, StockReference, expected_state, recording_model
+from dev.harness import tiny_models
+from dev.harness.step_recorder import EncoderPassCounter, StockReference, expected_state, recording_model
 
 TEMPLATE, TAGS = "a painting of a dog in the style of {}", [("jane", "semi", "4")]
 TEXT = TEMPLATE.format("<jane(4)>")

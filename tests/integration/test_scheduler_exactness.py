@@ -1,11 +1,11 @@
 """At every sampler step the context the diffusion model receives equals an independent encoding of the
-prompt with the token states docs/method.md gives for that step's timestep (see harness/step_recorder.py)."""
+prompt with the token states docs/method.md gives for that step's timestep (see dev/harness/step_recorder.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from harness.step_recorder import StockReference, recording_model, tag
+from dev.harness.step_recorder import StockReference, recording_model, tag
 
 
 def run_ksampler(model, positive, negative, sampler, scheduler, steps, denoise, seed=3):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness.demo_concepts import random_concept
+from dev.harness.demo_concepts import random_concept
 
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
@@ -48,10 +48,13 @@ def test_node_is_registered_with_tooltips(host_package):
     schema = node.define_schema()
     assert schema.is_output_node  # it runs even when nothing reads its outputs
     assert [i.id for i in schema.inputs] == ["concepts", "concept_name", "overwrite", "prompt_text", "sampler_name",
-                                             "scheduler", "steps", "mode", "resolution", "model"]
+                                             "scheduler", "steps", "mode", "resolution", "model", "write_zero_file",
+                                             "write_files"]
     assert all(i.optional for i in schema.inputs[3:])  # old workflows and API prompts need none of them
     assert all(i.tooltip for i in schema.inputs + schema.outputs)
-    assert [i.id for i in schema.inputs if getattr(i, "default", None) is False] == ["overwrite"]
+    # The new switches default to what the node did before them: write the scales, and nothing else.
+    assert [i.id for i in schema.inputs if getattr(i, "default", None) is False] == ["overwrite", "write_zero_file"]
+    assert [i.id for i in schema.inputs if getattr(i, "default", None) is True] == ["write_files"]
     assert len(schema.outputs) == 3
 
 
@@ -105,6 +108,29 @@ def test_stock_encode_of_exported_scale_equals_fixed_tag(host_package, loaded, c
     assert not torch.equal(seen[0], plain[0][0])
 
 
+@pytest.mark.parametrize("vectors", [1, 3])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_stock_encode_of_the_zero_file_equals_the_semi_zero_state(host_package, loaded, concept_folder,
+                                                                  scheduler_node, export_node, embeddings_folder,
+                                                                  kind, vectors):
+    """`<name(5)>` of a 6-scale concept is the zero vector at every step: the pack's Semi zero state."""
+    import nodes
+
+    _, clip, _, _ = loaded[kind]
+    name = f"tizero_{kind}_v{vectors}"
+    concepts, _ = load_set(host_package, concept_folder, kind, name, vectors, seed=60 + vectors)
+    files, words, _ = export_node(concepts, write_zero_file=True)
+    assert files.split("\n")[-1] == f"{name}_zero.safetensors" and words.split("\n")[-1] == f"embedding:{name}_zero"
+    for template in PROMPTS:
+        slots = template.count("{}")
+        stock = nodes.CLIPTextEncode().encode(clip, template.format(*[f"embedding:{name}_zero"] * slots))[0]
+        ours = scheduler_node(clip, concepts, template.format(*[f"<{name}(5)>"] * slots), mode="semi", resolution="0")
+        assert_same_conditioning(stock, ours)
+    zero = nodes.CLIPTextEncode().encode(clip, PROMPTS[0].format(f"embedding:{name}_zero"))[0][0][0]
+    scale = nodes.CLIPTextEncode().encode(clip, PROMPTS[0].format(f"embedding:{name}_s5"))[0][0][0]
+    assert not torch.equal(zero, scale)  # the zero file was really read
+
+
 def test_sdxl_file_gives_each_encoder_its_own_key(host_package, loaded, concept_folder, export_node,
                                                   embeddings_folder):
     """The host's clip_l tokenizer takes the file's `clip_l`, its clip_g tokenizer `clip_g`."""
@@ -143,6 +169,7 @@ def test_export_refusals(host_package, loaded, concept_folder, export_node, embe
 # ---- The A1111 prompt (mrti/prompt_editing.py, nodes/a1111_prompt.py) ----
 
 A1111_PROMPT = "a photo of <jane[0]> next to <bob[4]>, <jane|2|>"
+SEMI_PROMPT = "a photo of <jane(3)> next to <bob[4]>, <jane|2|>"
 COMBOS = [("euler", "normal", 20), ("euler", "karras", 30), ("dpmpp_2m", "simple", 25),
           ("euler_ancestral", "sgm_uniform", 12), ("lms", "exponential", 40), ("dpmpp_2m", "ddim_uniform", 50)]
 
@@ -164,11 +191,18 @@ def changes(values) -> list[int]:
     return [k for k in range(1, len(values)) if values[k] != values[k - 1]]
 
 
+def export_bob(loaded, export_node, kind):
+    """bob's files for the `kind` set: the A1111 prompts name bob too, and one embeddings folder holds one
+    bob_s<i> of each name, so the set a test uses exports them first."""
+    export_node(loaded[kind][2], "bob", overwrite=True)
+
+
+@pytest.mark.parametrize("prompt", [A1111_PROMPT, SEMI_PROMPT], ids=["fully", "semi"])
 @pytest.mark.parametrize("with_model", [True, False], ids=["model", "no-model"])
 @pytest.mark.parametrize("kind", ["sd1", "sd2"])
 @pytest.mark.parametrize("combo", COMBOS, ids=["-".join(map(str, c)) for c in COMBOS])
 def test_a1111_prompt_switches_at_the_steps_the_pack_does(host_package, loaded, scheduler_node, export_node,
-                                                          embeddings_folder, combo, kind, with_model):
+                                                          embeddings_folder, combo, kind, with_model, prompt):
     import comfy.samplers
 
     from mrti.prompt_editing import a1111_text_at_call
@@ -176,9 +210,11 @@ def test_a1111_prompt_switches_at_the_steps_the_pack_does(host_package, loaded, 
     sampler, scheduler, steps = combo
     model, clip, concepts, _ = loaded[kind]
     model = model if with_model else None
-    _, _, a1111 = export_node(concepts, "jane", overwrite=True, prompt_text=A1111_PROMPT, sampler_name=sampler,
-                              scheduler=scheduler, steps=steps, model=model)
+    export_bob(loaded, export_node, kind)
+    _, _, a1111 = export_node(concepts, "jane", overwrite=True, prompt_text=prompt, sampler_name=sampler,
+                              scheduler=scheduler, steps=steps, model=model, write_zero_file=True)
     text, note = a1111.split("\n")
+    assert note.startswith("exact for ComfyUI ")
     assert f"sampler {sampler}, scheduler {scheduler}, {steps} steps" in note
     assert "NOT exact" not in note
 
@@ -187,20 +223,21 @@ def test_a1111_prompt_switches_at_the_steps_the_pack_does(host_package, loaded, 
                 else host_package.nodes.model_support.standard_sampling())
     sigmas = comfy.samplers.calculate_sigmas(sampling, scheduler, steps).to(torch.float32)
     assert len(sigmas) == steps + 1
-    conditioning = scheduler_node(clip, concepts, A1111_PROMPT, model=model)
+    conditioning = scheduler_node(clip, concepts, prompt, model=model)
     entries = [entry_of(conditioning, sigmas[k]) for k in range(steps)]
     texts = [a1111_text_at_call(text, steps, call) for call in range(steps)]
 
     assert changes(texts) == changes(entries), text
     assert len(changes(entries)) >= 2, "the schedule switched too rarely to test anything"
     assert "jane_s2" in texts[0] and "jane_s2" in texts[-1]  # the Fixed tag never switches
-    assert texts[-1].startswith("a photo of jane_s0 next to bob_s4")
+    last = "jane_zero" if prompt == SEMI_PROMPT else "jane_s0"
+    assert texts[-1].startswith(f"a photo of {last} next to bob_s4")
 
 
 def test_a1111_prompt_steps_are_the_model_calls_of_one_call_samplers(host_package, loaded, export_node):
     """Every sampler the note calls exact really calls the model once per step, at the timesteps used."""
     import nodes
-    from harness.step_recorder import recording_model
+    from dev.harness.step_recorder import recording_model
 
     helper = host_package.nodes.a1111_prompt
     model, clip, _, _ = loaded["sd1"]
@@ -224,13 +261,54 @@ def test_a1111_prompt_notes_and_refusals(host_package, loaded, concept_folder, e
                               scheduler="beta", steps=20)
     text, note = a1111.split("\n")
     assert text.startswith("[jane_s9:")
-    assert "NOT exact with heun" in note and "no schedule type" in note and "standard SD1/SD2/SDXL" in note
+    assert note.startswith("NOT exact: heun calls the model more than once") and "no schedule type" in note
+    assert "exact for" not in note and "standard SD1/SD2/SDXL" in note
 
     fresh, _ = load_set(host_package, concept_folder, "sd1", "tiexp_semi", 1, seed=50)
-    with pytest.raises(errors.MrtiError, match=r"<tiexp_semi\(3\)>: .*zero vector"):
+    with pytest.raises(errors.MrtiError, match=r"uses tiexp_semi_zero \(the zero vector of concept 'tiexp_semi'\)"
+                                               r".*switch on write_zero_file"):
         export_node(fresh, prompt_text="x <tiexp_semi(3)>", model=model)
+    # An earlier zero file does not count: the export replaces the concept's files as a whole.
+    export_node(fresh, overwrite=True, write_zero_file=True)
+    with pytest.raises(errors.MrtiError, match=r"uses tiexp_semi_zero .*replaces that concept's exported files"):
+        export_node(fresh, prompt_text="x <tiexp_semi(3)>", model=model, overwrite=True)
+    assert (embeddings_folder / "tiexp_semi_zero.safetensors").is_file()
+    for old in embeddings_folder.glob("tiexp_semi_*"):
+        old.unlink()
     assert not (embeddings_folder / "tiexp_semi_s0.safetensors").exists()  # refused before any file
     with pytest.raises(errors.MrtiError, match=r"<tiexp_semi\[0\]>: .*steps 0 and 1"):
         export_node(fresh, prompt_text="<tiexp_semi[0]>", scheduler="karras", steps=2)
+    with pytest.raises(errors.MrtiError, match=r"<tiexp_semi\[0\]>: the ':' at character 5 of the A1111 prompt"):
+        export_node(fresh, prompt_text="style: <tiexp_semi[0]>")
     _, _, a1111 = export_node(fresh, prompt_text="a <tiexp_semi|1|>\nb", overwrite=True)
     assert a1111.split("\n")[0] == "a tiexp_semi_s1 b"
+
+
+def test_a1111_prompt_without_writing_files(host_package, loaded, concept_folder, export_node, embeddings_folder):
+    """write_files off: any number of schedules without overwrite, every word the prompt uses checked in the
+    embeddings folders, and a missing or stale file refused by its word."""
+    errors = host_package.mrti.errors
+    _, _, concepts, _ = loaded["sd1"]
+    export_bob(loaded, export_node, "sd1")
+    export_node(concepts, "jane", overwrite=True, write_zero_file=True)
+    before = {p.name: p.stat().st_mtime_ns for p in embeddings_folder.iterdir()}
+    for steps in (12, 20, 30):
+        files, _, a1111 = export_node(concepts, prompt_text=SEMI_PROMPT, steps=steps, write_files=False)
+        assert files == "" and "jane_zero" in a1111 and "bob_s4" in a1111
+    assert {p.name: p.stat().st_mtime_ns for p in embeddings_folder.iterdir()} == before
+
+    fresh, _ = load_set(host_package, concept_folder, "sd1", "tiexp_nofiles", 1, seed=51)
+    both = host_package.nodes.loader.MultiResEmbeddingLoader.execute(
+        concept="tiexp_nofiles.safetensors", name="tiexp_nofiles", concepts=concepts).result[0]
+    with pytest.raises(errors.MrtiError, match=r"uses tiexp_nofiles_s5 \(scale 5 of concept 'tiexp_nofiles'\), "
+                                               r"but no tiexp_nofiles_s5 file .*export concept 'tiexp_nofiles' "
+                                               "first"):
+        export_node(both, prompt_text="<tiexp_nofiles[0]> and <jane[0]>", write_files=False)
+    # Written by the same node, the concept's own words need no files yet; the other concept's are checked.
+    export_node(both, "tiexp_nofiles", prompt_text="<tiexp_nofiles[0]> and <jane[0]>", steps=12)
+    stale = embeddings_folder / "tiexp_nofiles_s5.safetensors"
+    jane_s5 = (embeddings_folder / "jane_s5.safetensors").read_bytes()
+    stale.write_bytes(jane_s5)
+    with pytest.raises(errors.MrtiError, match=r"uses tiexp_nofiles_s5, but .*tiexp_nofiles_s5.safetensors: holds "
+                                               r"other vectors than scale 5 of concept 'tiexp_nofiles'"):
+        export_node(both, prompt_text="<tiexp_nofiles[0]>", steps=12, write_files=False)

@@ -12,8 +12,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from harness.concept_files import write_a1111_embedding
-from harness.demo_concepts import random_concept
+from dev.harness.concept_files import (
+    write_a1111_embedding,
+    write_parameter_dict_embedding,
+    write_sliced_learned_embeds,
+)
+from dev.harness.demo_concepts import random_concept
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 
@@ -46,6 +50,9 @@ def files(embeddings_folder) -> dict[str, tuple[str, Path]]:
         "diffusers_bin": ("sd1", folder / "tiimp_diffusers.bin"),
         "emb_params_fp16": ("sd1", folder / "tiimp_fp16.safetensors"),
         "sdxl_pair": ("sdxl", folder / "tiimp_xl.safetensors"),
+        # What the host reads without unpickling code, and so must the pack.
+        "parameter_dict_pt": ("sd1", write_parameter_dict_embedding(folder / "tiimp_pdict.pt", scaled(2, 768, 7))),
+        "sliced_table_bin": ("sd1", write_sliced_learned_embeds(folder / "tiimp_sliced.bin", scaled(1, 768, 8))),
     }
     torch.save({"<tiimp>": scaled(1, 768, 3)[0]}, made["diffusers_bin"][1])
     save_file({"emb_params": scaled(3, 768, 4).half()}, str(made["emb_params_fp16"][1]))
@@ -81,7 +88,8 @@ def test_files_are_offered_apart_from_concepts(host_package, files, concept_fold
         shutil.rmtree(odd)
 
 
-@pytest.mark.parametrize("label", ["a1111_pt", "a1111_pt_sd2", "diffusers_bin", "emb_params_fp16", "sdxl_pair"])
+@pytest.mark.parametrize("label", ["a1111_pt", "a1111_pt_sd2", "diffusers_bin", "emb_params_fp16", "sdxl_pair",
+                                   "parameter_dict_pt", "sliced_table_bin"])
 def test_loaded_file_conditions_exactly_as_the_stock_embedding_word(label, host_package, loaded, files,
                                                                     scheduler_node):
     import nodes

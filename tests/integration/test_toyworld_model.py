@@ -1,4 +1,4 @@
-"""The committed toy-world checkpoint: it is what `python -m toyworld.build` describes, the stock loader
+"""The committed toy-world checkpoint: it is what `python -m dev.toybuild.build` describes, the stock loader
 loads it, its autoencoder round-trips through VAEEncode/VAEDecode, and it draws what its captions say."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from toyworld import build, host_sampling, reader, world
+from dev.toybuild import build
+from dev.toyworld import host_sampling, reader, world
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINT = build.DEFAULT_OUT

@@ -3,7 +3,7 @@
 A change that swaps buckets in the trainer or the schedule, or that makes Semi, Fully and Fixed mean
 something else, draws other attributes: the concept's coarse look needs its noisiest embedding (Semi (9)
 loses it, Fully [9] keeps it), and its place needs the coarse embeddings (Fixed |0| loses it, |9| keeps
-it). The margins are measured by `.venv/bin/python -m bench.concept_quality contrasts` over three concepts
+it). The margins are measured by `.venv/bin/python -m dev.bench.concept_quality contrasts` over three concepts
 and three training seeds (README, "The papers' claims, measured on the toy world"); each threshold sits
 well under the smallest difference measured for this test's concept.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from toyworld import concepts, host_sampling
-from toyworld.build import DEFAULT_OUT
+from dev.toyworld import concepts, host_sampling
+from dev.toyworld.model import CHECKPOINT as DEFAULT_OUT
 
 CONCEPT = "ycs"
 SAMPLES = 16

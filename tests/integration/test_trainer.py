@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from harness.demo_concepts import random_concept
-from harness.graphs import trainer_inputs
+from dev.harness.demo_concepts import random_concept
+from dev.harness.graphs import trainer_inputs
 from mrti.concept import ModelFamily
 from mrti.concept_file import load_concept, save_concept
 
@@ -234,7 +234,7 @@ def embeddings_folder(hostmods) -> Path:
 
 def ordinary_embedding(hostmods, kind: str, vectors: int = 2) -> Path:
     """An A1111 `.pt` (SD1) or an SDXL `clip_l`/`clip_g` file of `vectors` vectors in the host's embeddings folder."""
-    from harness.concept_files import write_a1111_embedding
+    from dev.harness.concept_files import write_a1111_embedding
 
     folder = embeddings_folder(hostmods)
     gen = torch.Generator().manual_seed(31)

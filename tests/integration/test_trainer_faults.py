@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.graphs import trainer_inputs
+from dev.harness.graphs import trainer_inputs
 
 from mrti.concept_file import load_concept
 from mrti.training.checkpoint import read_checkpoint

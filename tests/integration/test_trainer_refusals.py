@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.graphs import trainer_inputs
-from harness.model_samplings import SAMPLINGS, SUPPORTED_TEXT, sampling_id
+from dev.harness.graphs import trainer_inputs
+from dev.harness.model_samplings import SAMPLINGS, SUPPORTED_TEXT, sampling_id
 
 INPUTS = trainer_inputs(steps=1, save_every=1, overwrite=True)
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness.graphs import trainer_inputs
+from dev.harness.graphs import trainer_inputs
 
 GIB = 1024 ** 3
 

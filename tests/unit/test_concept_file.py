@@ -348,7 +348,7 @@ def test_concept_refuses_example_counts_of_another_length():
     ([1001, 1, 768], "'mrti.num_scales' is 1001; expected 1 to 1000"),
 ])
 def test_sizes_are_checked_from_the_header_before_any_byte_is_read(tmp_path, shape, message):
-    from harness.concept_files import write_sparse_claim
+    from dev.harness.concept_files import write_sparse_claim
 
     path = write_sparse_claim(tmp_path / "bomb.safetensors", shape)
     assert path.stat().st_blocks * 512 < 1 << 20 < path.stat().st_size  # a hole, not data

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 GENERATED = DOCS / "results"
-COMMAND = re.compile(r"python -m (bench|harness)\.[a-z_]+")
+COMMAND = re.compile(r"python -m dev\.(bench|harness)\.[a-z_]+")
 
 
 def sections(text: str) -> list[str]:

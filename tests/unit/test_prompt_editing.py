@@ -9,7 +9,7 @@ import pytest
 from mrti.errors import MrtiError, UnknownConceptError
 from mrti.prompt_editing import a1111_prompt, a1111_text_at_call, tag_runs
 from mrti.prompt_syntax import BucketIndex, Mode, ResolvedTag
-from mrti.schedule import state_at
+from mrti.schedule import Zero, state_at
 
 SCALES = {"a": 10, "b": 4}
 # buckets (N = 10):     9    9    8    8    5    4   0   0
@@ -61,9 +61,18 @@ def test_several_tags_and_plain_text_survive():
                         "a_s1 <3")
 
 
-def test_semi_zero_vector_is_refused_naming_the_tag():
-    with pytest.raises(MrtiError, match=r"<a\(5\)>: at sampler step 4 \(timestep 500\).*zero vector"):
-        prompt("x <a(5)> y")
+def test_semi_zero_vector_switches_to_the_zero_file():
+    out = prompt("x <a(5)> y")
+    assert out.tags[0].runs == ((0, 9), (2, 8), (4, None))
+    assert out.text == "x [a_s9:[a_s8:a_zero:3]:1] y"
+    assert out.words == (("a", 9), ("a", 8), ("a", None))
+    # Zero from the first step on: the zero word alone.
+    assert prompt("<b(3)>", mode=Mode.SEMI).text == "b_zero"
+
+
+def test_words_lists_each_file_the_prompt_needs_once():
+    out = prompt("<a|3|> <b[0]> <a|3|> <a(9)>")
+    assert out.words == (("a", 3), ("b", 3), ("b", 2), ("b", 1), ("b", 0), ("a", None))
 
 
 def test_blend_is_refused_naming_the_tag():
@@ -74,6 +83,8 @@ def test_blend_is_refused_naming_the_tag():
 def test_change_after_step_0_is_refused():
     with pytest.raises(MrtiError, match=r"<a\[0\]>: .*step 0 uses scale 9, step 1 scale 8"):
         prompt("<a[0]>", timesteps=[999, 899, 899])
+    with pytest.raises(MrtiError, match=r"<a\(8\)>: .*step 0 uses scale 9, step 1 the zero vector"):
+        prompt("<a(8)>", timesteps=[999, 899, 899])
 
 
 def test_bad_inputs_are_refused():
@@ -98,7 +109,11 @@ def test_model_of_a1111_matches_its_documented_schedules():
 
 
 def _words_per_step(tags, timesteps):
-    return [[f"{tag.name}_s{state_at(tag, t).index}" for tag in tags] for t in timesteps]
+    def word(tag, t):
+        state = state_at(tag, t)
+        return f"{tag.name}_zero" if isinstance(state, Zero) else f"{tag.name}_s{state.index}"
+
+    return [[word(tag, t) for tag in tags] for t in timesteps]
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -108,8 +123,8 @@ def test_round_trip_through_a1111_prompt_editing(seed):
     steps = rng.randint(2, 60)
     timesteps = sorted((rng.randrange(1000) for _ in range(steps)), reverse=True)
     timesteps[0] = timesteps[1] = max(timesteps[:2])  # steps 0 and 1 share a prompt in A1111
-    tags = [ResolvedTag("a", rng.choice([Mode.FULLY, Mode.FIXED]), BucketIndex(rng.randrange(10)), 10, "<a>"),
-            ResolvedTag("b", Mode.FULLY, BucketIndex(rng.randrange(4)), 4, "<b>")]
+    tags = [ResolvedTag("a", rng.choice(list(Mode)), BucketIndex(rng.randrange(10)), 10, "<a>"),
+            ResolvedTag("b", rng.choice(list(Mode)), BucketIndex(rng.randrange(4)), 4, "<b>")]
     text = "p <a> q <b> r"
     from mrti.prompt_editing import edited_prompt
     from mrti.prompt_syntax import parse_prompt

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from mrti.concept import ModelFamily
 from mrti.concept_file import load_concept, save_concept
 from mrti.errors import ConceptFileError
-from harness.concept_files import write_reference_folder
+from dev.harness.concept_files import write_reference_folder
 from mrti.reference_import import EMBEDDING_KEY, import_reference_folder, is_reference_folder
 
 VOCAB = 10
@@ -217,7 +217,7 @@ def test_code_carrying_pickle_is_refused(tmp_path, writer):
 
 
 def test_deflated_archive_members_are_refused_before_loading(tmp_path):
-    from harness.concept_files import write_deflated_reference
+    from dev.harness.concept_files import write_deflated_reference
 
     folder = write_deflated_reference(tmp_path / "zipped")
     with pytest.raises(ConceptFileError, match=r"pytorch_model\.bin: archive member '.*' is compressed"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.concept_files import (
+from dev.harness.concept_files import (
     empty_set_flood,
     write_a1111_embedding,
     write_code_carrying_embedding,
@@ -174,3 +174,32 @@ def test_a_normal_file_beside_a_flood_is_unaffected(tmp_path):
     good = write_a1111_embedding(tmp_path / "good.pt", torch.ones(1, 768))
     assert read_ti_file(good).vectors_per_token == 1
     assert empty_set_flood(3) == b"\x80\x02\x8f\x8f\x8f."
+
+
+ADVICE = ("two options", "add_safe_globals", "trust", "set to `False`", "weights_only=False")
+
+
+@pytest.mark.parametrize("error", [pickle.UnpicklingError, RuntimeError, OSError])
+def test_a_logged_refusal_carries_no_advice_in_its_chain(tmp_path, monkeypatch, error):
+    """A host that logs the whole exception chain must not print torch's advice either, whatever torch raised."""
+    import traceback
+
+    path = write_a1111_embedding(tmp_path / "good.pt", torch.ones(1, 768))
+
+    def failing_load(*args, **kwargs):
+        raise error("Weights only load failed. This file can still be loaded, to do so you have two options, do "
+                    "those steps only if you trust the source of the checkpoint. Re-running `torch.load` with "
+                    "`weights_only` set to `False` will likely succeed.")
+
+    monkeypatch.setattr(torch, "load", failing_load)
+    with pytest.raises(ConceptFileError) as info:
+        load_weights_only(path, parameter_dicts=True)
+    logged = "".join(traceback.format_exception(info.value))
+    for advice in ADVICE:
+        assert advice not in logged, logged
+
+
+def test_allowing_parameter_dicts_leaves_torchs_allowlist_as_it_was(tmp_path):
+    before = list(torch.serialization.get_safe_globals())
+    load_weights_only(write_a1111_embedding(tmp_path / "good.pt", torch.ones(1, 768)), parameter_dicts=True)
+    assert list(torch.serialization.get_safe_globals()) == before

@@ -189,3 +189,45 @@ def test_pick_concept():
         ti_export.pick_concept(ConceptSet.empty(), "")
     with pytest.raises(MrtiError, match="not allowed"):
         ti_export.pick_concept(both, "a/jane")
+
+
+# ---- the zero-vector file: what a Semi tag gives its token below its resolution ----------------------------
+
+@pytest.mark.parametrize("widths", [SD1, SD2, SDXL], ids=["sd1", "sd2", "sdxl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_zero_file_has_the_scale_files_layout_filled_with_zeros(tmp_path, widths, dtype):
+    concept = make_concept(num_scales=3, vectors=2, widths=widths, dtype=dtype)
+    written = ti_export.export_concept(concept, tmp_path, zero=True)
+    assert [item.path.name for item in written][-1] == "jane_zero.safetensors"
+    assert written[-1].index is None and written[-1].word == "embedding:jane_zero"
+    zero_header, scale_header = raw_header(written[-1].path), raw_header(written[0].path)
+    assert {k: {**v, "data_offsets": None} for k, v in zero_header.items() if k != "__metadata__"} == \
+        {k: {**v, "data_offsets": None} for k, v in scale_header.items() if k != "__metadata__"}
+    vectors_back, metadata = read_ti_file(written[-1].path)
+    for key, tensor in vectors_back.items():
+        assert tensor.shape == concept.embeddings[key][0].shape and not tensor.any()
+    assert metadata["mrti_export.zero_vector"] == "true" and "mrti_export.scale_index" not in metadata
+    assert ti_export.export_mismatch(concept, None, written[-1].path) is None
+    assert ti_export.export_mismatch(concept, 1, written[1].path) is None
+    assert "other vectors than scale 2" in ti_export.export_mismatch(concept, 2, written[1].path)
+    assert "other vectors than the zero vector" in ti_export.export_mismatch(concept, None, written[1].path)
+
+
+def test_zero_file_belongs_to_the_exported_set(tmp_path):
+    concept = make_concept(num_scales=3)
+    ti_export.export_concept(concept, tmp_path, zero=True)
+    with pytest.raises(ConceptFileExistsError, match="jane_s0.safetensors"):
+        ti_export.export_concept(concept, tmp_path, zero=True)
+    # Replaced as a whole: a new set without the zero file leaves none behind.
+    ti_export.export_concept(concept, tmp_path, overwrite=True)
+    assert not (tmp_path / "jane_zero.safetensors").exists()
+    ti_export.export_concept(concept, tmp_path, overwrite=True, zero=True)
+    for i in range(3):
+        (tmp_path / f"jane_s{i}.safetensors").unlink()
+    with pytest.raises(ConceptFileExistsError, match="jane_zero.safetensors: an earlier export of 'jane' with its "
+                                                     "zero-vector file"):
+        ti_export.export_concept(concept, tmp_path)
+    # A user's own file of that name is never counted as ours.
+    (tmp_path / "jane_zero.safetensors").write_bytes(b"user file")
+    ti_export.export_concept(concept, tmp_path)
+    assert (tmp_path / "jane_zero.safetensors").read_bytes() == b"user file"

@@ -11,7 +11,13 @@ import torch
 from mrti_factories import make_concept
 from safetensors.torch import save_file
 
-from harness.concept_files import write_a1111_embedding, write_code_carrying_embedding, write_sparse_claim
+from dev.harness.concept_files import (
+    write_a1111_embedding,
+    write_code_carrying_embedding,
+    write_parameter_dict_embedding,
+    write_sliced_learned_embeds,
+    write_sparse_claim,
+)
 from mrti.concept import ModelFamily
 from mrti.concept_file import save_concept
 from mrti.errors import ConceptFileError, MrtiError
@@ -221,9 +227,14 @@ def test_size_is_capped_before_reading(tmp_path, monkeypatch):
     refused(path, r"is 15360000\d+ bytes; an ordinary textual-inversion file holds at most 75 vectors")
     import mrti.ti_import as ti_import
 
-    small = write_a1111_embedding(tmp_path / "small.pt", vectors(1, 768))
+    # The old pickle format is read whole, so it is capped; a torch.save archive is memory-mapped, so it is not.
+    small = tmp_path / "small.pt"
+    torch.save({"string_to_param": {"*": vectors(1, 768)}}, small, _use_new_zipfile_serialization=False)
     monkeypatch.setattr(ti_import, "MAX_TI_FILE_BYTES", small.stat().st_size - 1)
-    refused(small, "bytes; an ordinary textual-inversion file")
+    refused(small, "bytes in the old .pre-zip. PyTorch format, which must be read whole")
+    archive = write_a1111_embedding(tmp_path / "archive.pt", vectors(1, 768))
+    monkeypatch.setattr(ti_import, "MAX_TI_FILE_BYTES", archive.stat().st_size - 1)
+    assert read_ti_file(archive).vectors_per_token == 1
 
 
 def test_deflated_archive_is_refused_before_loading(tmp_path):
@@ -234,3 +245,59 @@ def test_deflated_archive_is_refused_before_loading(tmp_path):
         for info, data in members:
             archive.writestr(info.filename, data)
     refused(path, "archive member '.*' is compressed")
+
+
+# ---- what the host reads, read without running code -------------------------------------------------------
+
+@pytest.mark.parametrize("width, encoder", [(768, "clip_l"), (1024, "clip_h")])
+def test_parameter_dict_embedding_is_read_without_building_the_module(tmp_path, width, encoder, monkeypatch):
+    values = vectors(3, width, seed=7)
+    built = []
+    monkeypatch.setattr(torch.nn.Module, "__setstate__", lambda self, state: built.append(self))
+    found = read_ti_file(write_parameter_dict_embedding(tmp_path / "old.pt", values))
+    assert found.layout == "A1111 string_to_param (ParameterDict)"
+    assert torch.equal(found.vectors[encoder], values) and not built
+    assert not torch.serialization.get_safe_globals() or all(
+        "ParameterDict" not in str(g) for g in torch.serialization.get_safe_globals())
+
+
+def test_a_parameter_dict_holding_code_is_still_refused(tmp_path):
+    import pathlib
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (marker,))
+
+    params = torch.nn.ParameterDict({"*": torch.nn.Parameter(torch.zeros(1, 768))})
+    params.__dict__["payload"] = Evil()
+    torch.save({"string_to_param": params}, tmp_path / "evil.pt")
+    message = refused(tmp_path / "evil.pt", "refused to load as unsafe")
+    assert not marker.exists() and "two options" not in message
+
+
+def test_a_sliced_diffusers_table_reads_only_its_rows(tmp_path):
+    """torch.save of a slice stores the whole 49,409-row table; only the slice's pages are touched."""
+    import gc
+    import os
+
+    from dev.harness.peak_memory import peak_mb, reset_peak
+
+    row = vectors(1, 768, seed=9)
+    path = write_sliced_learned_embeds(tmp_path / "learned_embeds.bin", row)
+    assert path.stat().st_size > 150_000_000
+    gc.collect()
+    reset_peak(os.getpid())
+    before = peak_mb(os.getpid())
+    found = read_ti_file(path)
+    grown = peak_mb(os.getpid()) - before
+    assert torch.equal(found.vectors["clip_l"], row) and found.layout == "single tensor '<cat-toy>'"
+    assert grown < 20, f"reading one row of a 150 MB table raised the peak by {grown:.0f} MB"
+
+
+def test_a_table_that_is_no_embedding_is_refused_unread(tmp_path):
+    """The whole table as the tensor (not a slice of it) is refused from its shape, before any row is read."""
+    path = tmp_path / "table.bin"
+    torch.save({"<t>": torch.zeros(20_000, 768)}, path)
+    refused(path, "holds 20000 vectors; at most 75 fit a prompt")

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from toyworld import reader, world
+from dev.toyworld import reader, world
 
 
 def test_same_seed_same_picture_and_different_seeds_differ():

@@ -8,7 +8,7 @@ time and how many entries it left "checking", the time until every entry was rea
 from the cache (median of 5; goal: under 100 ms), the same with `--clients` asking at once, and the growth of
 the server's peak resident memory (VmHWM) over the whole run and over the bomb alone (goal: under 100 MB).
 
-    .venv/bin/python -m bench.listing [--files 5000] [--clients 10]
+    .venv/bin/python -m dev.bench.listing [--files 5000] [--clients 10]
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from typing import Self
 
 import torch
 
-from bench.report import reported
-from harness.concept_files import write_a1111_embedding, write_empty_set_bomb
-from harness.peak_memory import peak_mb, reset_peak
-from harness.server import ComfyClient, ComfyServer, prepare_base_directory
+from dev.bench.report import reported
+from dev.harness.concept_files import write_a1111_embedding, write_empty_set_bomb
+from dev.harness.peak_memory import peak_mb, reset_peak
+from dev.harness.server import ComfyClient, ComfyServer, prepare_base_directory
 
 
 class Watch:

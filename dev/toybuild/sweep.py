@@ -1,7 +1,7 @@
 """Compare UNet training recipes for the toy-world model, side by side on one GPU, to choose the CPU build's
 settings.
 
-    python -m toyworld.sweep --out DIR [--variants base,steps6000_restarts] [--captions 200] [--minutes 6]
+    python -m dev.toybuild.sweep --out DIR [--variants base,steps6000_restarts] [--captions 200] [--minutes 6]
 
 Each variant is a set of the build's UNet settings (`VARIANTS`). The training data are the build's own:
 the same pictures and captions, encoded by the committed checkpoint's autoencoder and text encoder (the
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from . import build, host_sampling, world
+from ..toyworld import host_sampling, world
+from . import build
 
-log = logging.getLogger("toyworld.sweep")
+log = logging.getLogger("dev.toybuild.sweep")
 
 # Each variant names every setting it changes from the defaults as of the sweep, so that the names keep
 # their meaning now that the defaults are the winning recipe (6000 steps, no restarts).
@@ -51,7 +52,7 @@ class _OutOfTime(Exception):
 
 
 def _boot(base: Path, device: str):
-    from harness import host
+    from dev.harness import host
 
     host.boot(base, cpu=device == "cpu")
     import comfy.utils
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(opts.threads), "PYTHONUNBUFFERED": "1"}
     procs = {}
     for name in names:
-        cmd = [sys.executable, "-m", "toyworld.sweep", "--out", str(opts.out), "--worker", name, "--data", str(data),
+        cmd = [sys.executable, "-m", "dev.toybuild.sweep", "--out", str(opts.out), "--worker", name, "--data", str(data),
                "--deadline", str(deadline), "--captions", str(opts.captions), "--device", opts.device,
                "--threads", str(opts.threads)]
         logfile = open(opts.out / f"{name}.log", "w")

@@ -26,7 +26,7 @@ that toyworld.reader reads back. Parts:
 - probe (not part of `all`): what tests/e2e/test_toyworld_training.py trains and reads (`bsd`, 120 steps,
   8 samples of seed 1), for several training seeds, so that its margins are measured ones too.
 
-    .venv/bin/python -m bench.concept_quality [learning|scales|sampling|contrasts|probe|all] [--figures docs/images]
+    .venv/bin/python -m dev.bench.concept_quality [learning|scales|sampling|contrasts|probe|all] [--figures docs/images]
 
 `all` takes 24 minutes on a 2-core CPU with nothing else running; `contrasts` 11, `probe` a few.
 """
@@ -44,12 +44,12 @@ from pathlib import Path
 
 import torch
 
-from bench.charts import Panel, save_figure
-from bench.report import reported
+from dev.bench.charts import Panel, save_figure
+from dev.bench.report import reported
 from mrti.training.plots import moving_average
 from mrti.training.timesteps import BAND_WIDTH
-from toyworld import concepts, world
-from toyworld.build import DEFAULT_OUT
+from dev.toyworld import concepts, world
+from dev.toyworld.model import CHECKPOINT as DEFAULT_OUT
 
 MODES = {"fixed": "<{name}|{k}|>", "semi": "<{name}({k})>", "fully": "<{name}[{k}]>"}
 MIXES = [("ycs", "bsd"), ("bsd", "gtc")]
@@ -473,7 +473,7 @@ def main() -> None:
                         help="also write what the run prints into this Markdown file (docs/results/...)")
     opts = parser.parse_args()
 
-    from harness import host
+    from dev.harness import host
 
     base = Path(tempfile.mkdtemp(prefix="mrti-concepts-"))
     host.boot(base, cpu=not torch.cuda.is_available())

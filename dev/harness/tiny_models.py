@@ -58,7 +58,7 @@ SDXL_CHECKPOINT = "tiny_sdxl.safetensors"
 CHECKPOINTS = {"sd1": SD1_CHECKPOINT, "sd2": SD2_CHECKPOINT, "sdxl": SDXL_CHECKPOINT}
 
 # Not tiny: the full SD1.5 architecture (UNet, 12-layer CLIP-L, VAE) with seeded random weights, for
-# benchmarks that need real sizes (bench/train_throughput.py). Recognised by the stock SD15 config.
+# benchmarks that need real sizes (dev/bench/train_throughput.py). Recognised by the stock SD15 config.
 FULL_SD1_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
                  "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
                  "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],

@@ -6,7 +6,7 @@ combinations no training caption had), one picture each through CheckpointLoader
 KSampler and VAEDecode, read back and compared with the caption. Prints both tables and writes a grid of
 the first samples with their captions.
 
-    .venv/bin/python -m bench.toy_world_quality [--captions 200] [--steps 20] [--cfg 5] [--grid FILE]
+    .venv/bin/python -m dev.bench.toy_world_quality [--captions 200] [--steps 20] [--cfg 5] [--grid FILE]
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from bench.report import reported
-from toyworld import host_sampling, reader, world
-from toyworld.build import DEFAULT_OUT
+from dev.bench.report import reported
+from dev.toyworld import host_sampling, reader, world
+from dev.toyworld.model import CHECKPOINT as DEFAULT_OUT
 
 GOALS = {**{a: 0.9 for a in world.COARSE}, **{a: 0.7 for a in world.FINE}}
 
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="also write what it prints into this Markdown file")
     opts = parser.parse_args()
 
-    from harness import host
+    from dev.harness import host
 
     host.boot(Path(tempfile.mkdtemp(prefix="mrti-toyworld-")), cpu=not torch.cuda.is_available())
     import comfy.utils

@@ -129,7 +129,7 @@ def checkpoint_concepts(pack, trained) -> list[tuple[int, object, object]]:
     return sorted(out, key=lambda item: item[0])
 
 
-# What the three modes mean, as differences a trained concept shows robustly (bench/concept_quality.py
+# What the three modes mean, as differences a trained concept shows robustly (dev/bench/concept_quality.py
 # `contrasts` measures them over concepts and training seeds; tests/integration/test_toyworld_modes.py
 # asserts the robust ones): dropping the concept from all but the noisiest tenth of the steps loses its
 # coarse look (Semi 9), giving those steps' embedding to every step keeps it (Fully 9), and the coarsest

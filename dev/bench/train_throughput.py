@@ -11,9 +11,9 @@ Each variant runs in a fresh child process so that its peak memory is its own; t
 per step (after warm-up), steps per second, peak resident memory during training (and peak CUDA memory on
 a GPU) and the ratios.
 
-    python -m bench.train_throughput                    # full SD1.5 at 256 px (checkpoint built once, ~2 GB)
-    python -m bench.train_throughput --tiny --steps 3   # quick check on the tiny test model
-    python -m bench.train_throughput --size 512 --precision bf16   # on a GPU: the trainer's own best settings
+    python -m dev.bench.train_throughput                    # full SD1.5 at 256 px (checkpoint built once, ~2 GB)
+    python -m dev.bench.train_throughput --tiny --steps 3   # quick check on the tiny test model
+    python -m dev.bench.train_throughput --size 512 --precision bf16   # on a GPU: the trainer's own best settings
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.report import reported
+from dev.bench.report import reported
 
 TEMPLATE = "a photo of a {}"
 
@@ -164,7 +164,7 @@ def trainer_loop(package, model, clip, vae, pixels, opts, total_steps: int) -> l
 def child(opts) -> dict:
     import torch
 
-    from harness import host
+    from dev.harness import host
 
     base = Path(tempfile.mkdtemp(prefix="mrti-train-bench-"))
     host.boot(base, cpu=not torch.cuda.is_available())
@@ -194,7 +194,7 @@ def child(opts) -> dict:
 
 
 def checkpoint_for(opts) -> Path:
-    from harness import comfy_runtime, host, tiny_models
+    from dev.harness import comfy_runtime, host, tiny_models
 
     if opts.checkpoint:
         return opts.checkpoint.resolve()

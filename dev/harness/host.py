@@ -10,7 +10,7 @@ import sys
 import types
 from pathlib import Path
 
-from toyworld import model as toyworld_model
+from dev.toyworld import model as toyworld_model
 
 from . import comfy_runtime, tiny_models
 from .server import PACKAGE_LINK_NAME, prepare_base_directory

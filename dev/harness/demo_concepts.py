@@ -9,7 +9,7 @@ import torch
 
 from mrti.concept import Concept, ConceptInfo, ModelFamily
 from mrti.concept_file import save_concept
-from toyworld import concepts as toy_concepts
+from dev.toyworld import concepts as toy_concepts
 
 # Trained on the toy-world model from four pictures of toy_concepts.CONCEPTS["ycs"] and of ["bsd"]
 # (docs/toyworld.md): two concepts that differ in every attribute, for the two_concepts workflow.

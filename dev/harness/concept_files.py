@@ -183,3 +183,20 @@ def write_storage_claim(path: Path, numel: int, zipped: bool = False) -> Path:
                 data = data.replace(stored, claim)
             archive.writestr(info.filename, data)
     return path
+
+
+def write_parameter_dict_embedding(path: Path, vectors: torch.Tensor, name: str = "concept") -> Path:
+    """An embedding as the original textual-inversion code saves it (and older A1111 files made from it):
+    `string_to_param` is a `torch.nn.ParameterDict`, a module that `weights_only` loading refuses."""
+    params = torch.nn.ParameterDict({"*": torch.nn.Parameter(vectors.clone())})
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": params, "name": name, "step": 500}, path)
+    return path
+
+
+def write_sliced_learned_embeds(path: Path, rows: torch.Tensor, vocab: int = 49408, token: str = "<cat-toy>") -> Path:
+    """A diffusers `learned_embeds.bin` as its training script saved it on the CPU: `torch.save` of a slice of
+    the token table, which stores the whole table (151,786,138 bytes for one SD1 row) with the rows at its end."""
+    table = torch.zeros(vocab + rows.shape[0], rows.shape[1], dtype=rows.dtype)
+    table[vocab:] = rows
+    torch.save({token: table[vocab:]}, path)
+    return path

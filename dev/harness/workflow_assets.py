@@ -3,9 +3,9 @@
 Each workflow is defined here as an API-format graph plus a layout; the frontend loads it (`loadApiJson`),
 the nodes are placed, and `graph.serialize()` gives the workflow file ComfyUI users load. Run:
 
-    .venv/bin/python -m harness.workflow_assets [name ...]   # workflow names, 'charts' or 'editor'; default all
+    .venv/bin/python -m dev.harness.workflow_assets [name ...]   # workflow names, 'charts' or 'editor'; default all
 
-'editor' stamps the browser tests' screenshots into the documents' editor pictures (harness/editor_pictures.py);
+'editor' stamps the browser tests' screenshots into the documents' editor pictures (dev/harness/editor_pictures.py);
 the workflows' own pictures of the editor are stamped as they are taken.
 """
 from __future__ import annotations
@@ -19,14 +19,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from harness import comfy_runtime, editor_pictures, graphs, host, tiny_models
-from harness.browser import Browser, open_comfyui
-from harness.demo_concepts import TRAINING_FOLDER
-from harness.devserver import DEMO_SDXL_CHECKPOINT, prepare_demo_base
-from harness.server import TOY_WORLD_CHECKPOINT, ComfyClient, ComfyServer, prepare_base_directory
-from toyworld import concepts, world
+from dev.harness import comfy_runtime, editor_pictures, graphs, host, tiny_models
+from dev.harness.browser import Browser, open_comfyui
+from dev.harness.demo_concepts import TRAINING_FOLDER
+from dev.harness.devserver import DEMO_SDXL_CHECKPOINT, prepare_demo_base
+from dev.harness.server import TOY_WORLD_CHECKPOINT, ComfyClient, ComfyServer, prepare_base_directory
+from dev.toyworld import concepts, world
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def numbered(api: dict) -> tuple[dict, dict[str, int]]:

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from toyworld import model as toyworld_model
+from dev.toyworld import model as toyworld_model
 
 from . import comfy_runtime
 
@@ -30,13 +30,13 @@ PACKAGE_LINK_NAME = "multires_textual_inversion"
 TOY_WORLD_CHECKPOINT = toyworld_model.CHECKPOINT
 
 _TINY_NODE_MODULE = '''\
-"""Registers the tiny SD1/SDXL model configs and the toy-world model's (written by harness/server.py).
+"""Registers the tiny SD1/SDXL model configs and the toy-world model's (written by dev/harness/server.py).
 The repository goes on the path here, after ComfyUI's own `nodes` is imported: this pack's `nodes`
 package would shadow it from the start of the process."""
 import sys
 sys.path.append({repo_dir!r})
-from harness import tiny_models
-from toyworld import model as toyworld_model
+from dev.harness import tiny_models
+from dev.toyworld import model as toyworld_model
 tiny_models.register()
 toyworld_model.register()
 NODE_CLASS_MAPPINGS = {{}}

@@ -1,6 +1,6 @@
 """Build the toy-world checkpoint from nothing: pictures, autoencoder, text encoder, UNet.
 
-    .venv/bin/python -m toyworld.build            # about an hour on a 2-core CPU (64 min measured)
+    .venv/bin/python -m dev.toybuild.build            # about an hour on a 2-core CPU (64 min measured)
 
 Stages (each seeded; intermediate results are kept in --work so a rerun resumes after the last finished
 stage):
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import model as toy_model
-from . import world
+from ..toyworld import model as toy_model
+from ..toyworld import world
 
-log = logging.getLogger("toyworld.build")
-REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("dev.toybuild.build")
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = toy_model.CHECKPOINT
 
 
@@ -64,7 +64,7 @@ UNET_ONLY = ("unet_steps", "unet_batch", "unet_lr", "unet_warmup", "ema_decay", 
 # ---- stage 1: text encoder ------------------------------------------------------------------------------
 
 def _seeded_fill(module: torch.nn.Module, seed: int) -> None:
-    # Not harness/tiny_models' initialiser: that one fills logit_scale without drawing from the
+    # Not dev/harness/tiny_models' initialiser: that one fills logit_scale without drawing from the
     # generator, which would shift every later draw, and the committed weights depend on this order.
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -378,7 +378,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
-    from harness import host
+    from dev.harness import host
 
     host.boot(work / "host")
     model_config, model = untrained_model(settings)
@@ -430,7 +430,7 @@ def main(argv=None) -> int:
         return 0
     model.diffusion_model.load_state_dict(ema)
     metadata = {"toyworld.build": json.dumps(asdict(settings), sort_keys=True),
-                "toyworld.command": "python -m toyworld.build",
+                "toyworld.command": "python -m dev.toybuild.build",
                 "toyworld.minutes": f"{(time.time() - started) / 60:.1f}"}
     digest = write_checkpoint(checkpoint_state_dict(model, clip, token_ids, vae_sd), opts.out, metadata)
     log.info("wrote %s (%.1f MB, tensors sha256 %s) in %.1f min", opts.out, opts.out.stat().st_size / 2**20,

@@ -7,7 +7,7 @@ front-end code in `js/`.
 tests/e2e/test_workflows_api.py recomputes the stamp from a live server and refuses a picture whose stamp
 differs. Run after the browser tests (which write `.cache/screenshots/`):
 
-    .venv/bin/python -m harness.workflow_assets editor   # schedule_strip.png, trainer_curves.png
+    .venv/bin/python -m dev.harness.workflow_assets editor   # schedule_strip.png, trainer_curves.png
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from harness import comfy_runtime
+from dev.harness import comfy_runtime
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "docs" / "images"
 STAMP_KEY = "mrti-node-definitions"
 SCREENSHOTS = comfy_runtime.cache_dir() / "screenshots"
@@ -44,9 +44,11 @@ def definitions_stamp(object_info: dict, picture: str) -> str:
     nodes = {}
     for name in sorted(EDITOR_PICTURES[picture]):
         info = object_info[name]
-        inputs = {group: {key: _drawn(spec) for key, spec in info.get("input", {}).get(group, {}).items()}
-                  for group in ("required", "optional")}
-        nodes[name] = {"inputs": inputs, "order": info.get("input_order"), "outputs": info.get("output_name")}
+        # Required and optional widgets look the same in the editor.
+        inputs = {key: _drawn(spec) for group in ("required", "optional")
+                  for key, spec in info.get("input", {}).get(group, {}).items()}
+        order = [key for group in ("required", "optional") for key in (info.get("input_order") or {}).get(group, [])]
+        nodes[name] = {"inputs": inputs, "order": order, "outputs": info.get("output_name")}
     digest = hashlib.sha256(json.dumps(nodes, sort_keys=True).encode())
     for script in sorted((ROOT / "js").glob("*.js")):
         digest.update(script.name.encode() + b"\0" + script.read_bytes())

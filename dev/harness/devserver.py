@@ -1,4 +1,4 @@
-"""Start a real ComfyUI with this package, the toy-world model (toyworld/), a demo concept trained on it, a
+"""Start a real ComfyUI with this package, the toy-world model (dev/toyworld/), a demo concept trained on it, a
 folder of toy-world training pictures and a tiny random SDXL-architecture checkpoint (scripts/serve.sh).
 
 The toy-world model comes first in the (sorted) model list, so a new checkpoint loader defaults to it and
@@ -13,9 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
-from harness import comfy_runtime, tiny_models
-from harness.demo_concepts import write_demo_concepts, write_training_images
-from harness.server import ComfyServer, prepare_base_directory
+from dev.harness import comfy_runtime, tiny_models
+from dev.harness.demo_concepts import write_demo_concepts, write_training_images
+from dev.harness.server import ComfyServer, prepare_base_directory
 
 # The demo's name for the tiny random SDXL model; it sorts after toyworld_sd1.safetensors, which stays the
 # default of a new checkpoint loader.
@@ -26,7 +26,7 @@ def tiny_sdxl_checkpoint() -> Path:
     """The harness's tiny SDXL checkpoint in the tests' cache, built there on first use."""
     folder = comfy_runtime.cache_dir() / "tiny-models"
     if not (folder / tiny_models.SDXL_CHECKPOINT).exists():
-        from harness import host
+        from dev.harness import host
 
         host.boot(comfy_runtime.cache_dir() / "tiny-models-build")  # building uses the host's model code
     return tiny_models.ensure_checkpoints(folder)["sdxl"]
