@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .a1111_grammar import texts_at_call
 from .a1111_roundtrip import Written, check, separate
 from .errors import MrtiError
 from .prompt_syntax import (
@@ -169,8 +168,3 @@ def a1111_prompt(text: str, num_scales_by_name: Mapping[str, int], default_mode:
     tags = resolve_tags(parsed, num_scales_by_name, default_mode, default_resolution)
     return edited_prompt(parsed, tags, step_timesteps, interpolate)
 
-
-def a1111_text_at_call(prompt: str, steps: int, call: int) -> str:
-    """The text A1111 encodes for model call ``call`` (0-based) of a ``steps``-step first pass; the parts of a
-    prompt with ``AND`` joined by " AND "."""
-    return " AND ".join(text for text, _ in texts_at_call(prompt, steps, call))

@@ -287,14 +287,21 @@ def _compare(runs: dict[str, list[Run]], eval_steps: tuple[int, ...], init_match
     return curves
 
 
-def sampling(bench: Bench, samples: int, seeds: int, figures: Path | None,
-             names: tuple[str, ...] = SAMPLING_CONCEPTS) -> None:
+def _protocol(bench: Bench, what: str, names: tuple[str, ...], seeds: int,
+              samples: int) -> tuple[concepts.TrainingRecipe, tuple[int, ...]]:
+    """The timestep comparisons' common recipe (checkpoints every eighth of the run) and the steps at which
+    the concept is read, printed as the table's heading."""
     base = replace(bench.recipe, save_every=max(1, bench.recipe.steps // 8))
     eval_steps = tuple(base.save_every * e for e in EVAL_EIGHTHS)
+    print(f"{what}: {', '.join(names)}; {seeds} training seeds; {base.steps} steps, lr {base.learning_rate} "
+          f"(unscaled), batch 1 x accumulation {base.gradient_accumulation}, no flips; `a photo of <S[0]>` read "
+          f"at steps {eval_steps}, {samples} samples each (mean of 5 attributes)")
+    return base, eval_steps
 
-    print(f"timestep sampling on {', '.join(names)}; {seeds} training seeds; {base.steps} steps, lr "
-        f"{base.learning_rate} (unscaled), batch 1 x accumulation {base.gradient_accumulation}, no flips; "
-        f"`a photo of <S[0]>` read at steps {eval_steps}, {samples} samples each (mean of 5 attributes)")
+
+def sampling(bench: Bench, samples: int, seeds: int, figures: Path | None,
+             names: tuple[str, ...] = SAMPLING_CONCEPTS) -> None:
+    base, eval_steps = _protocol(bench, "timestep sampling", names, seeds, samples)
     one = replace(base, num_scales=1)
     for concept in names:
         truth = concepts.CONCEPTS[concept]
@@ -352,11 +359,7 @@ def g_errors(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], sca
     """Adaptive sampling on g(t) of each error (config.G_ERRORS) against uniform and against the one band that
     teaches most on its own (ORACLE_BAND): whether any g(t) finds that band, and how fast that band alone
     learns, which bounds what any timestep sampler can gain on this model."""
-    base = replace(bench.recipe, save_every=max(1, bench.recipe.steps // 8))
-    eval_steps = tuple(base.save_every * e for e in EVAL_EIGHTHS)
-    print(f"adaptive sampling on g(t) of each error; {', '.join(names)}; {seeds} training seeds; {base.steps} "
-          f"steps, lr {base.learning_rate} (unscaled), batch 1 x accumulation {base.gradient_accumulation}, no "
-          f"flips; `a photo of <S[0]>` read at steps {eval_steps}, {samples} samples each (mean of 5 attributes)")
+    base, eval_steps = _protocol(bench, "adaptive sampling on g(t) of each error", names, seeds, samples)
     for concept in names:
         runs: dict[str, list[Run]] = {}
         track = functools.partial(_track, bench, concept, runs, seeds, samples, eval_steps)

@@ -2,7 +2,7 @@
 part, each row with its growth factor against the smallest size, then what grows faster than linearly.
 
 1. prompt: the prompt node's encode time for `a photo of <S[0]>` at N = 1, 10, 100 and for 1, 3, 8 concepts
-   (N = 10 each) in one prompt; the token states encoded and the text encoder's forward passes; the first
+   (N = 10 each) in one prompt; the token states encoded (one text-encoder pass each); the first
    queue (encode + KSampler) against CLIPTextEncode + the same KSampler on the same text with `dog` for each
    tag, measured in the same process, medians of the repeats.
 2. listing: `/mrti/concepts` and the loader's option list (`/object_info/MultiResEmbeddingLoader`) on a real
@@ -87,7 +87,7 @@ def prompt_part(opts, base: Path, package, checkpoints, out: Results) -> None:
     import nodes
 
     from dev.harness.demo_concepts import random_concept
-    from dev.harness.step_recorder import EncoderPassCounter, ForwardPassCounter
+    from dev.harness.step_recorder import EncoderPassCounter
     from mrti.concept import family_for_widths
     from mrti.concept_file import save_concept
 
@@ -125,7 +125,7 @@ def prompt_part(opts, base: Path, package, checkpoints, out: Results) -> None:
         def encode_plain():
             return nodes.CLIPTextEncode().encode(clip, plain)[0]
 
-        with EncoderPassCounter(clip) as states, ForwardPassCounter(clip) as passes:
+        with EncoderPassCounter(clip) as states:
             cond = encode()
         cond_plain = encode_plain()
         sample(cond), sample(cond_plain)  # warm-up
@@ -140,20 +140,19 @@ def prompt_part(opts, base: Path, package, checkpoints, out: Results) -> None:
                 times[prefix + "sample"].append(time.perf_counter() - middle)
         med = {key: statistics.median(values) for key, values in times.items()}
         med["ratio"] = (med["encode"] + med["sample"]) / (med["plain_encode"] + med["plain_sample"])
-        return {"states": states.count, "passes": passes.passes, "entries": len(cond), **med}
+        return {"states": states.count, "entries": len(cond), **med}
 
-    header = (f"  {'size':>12s} {'states':>7s} {'passes':>7s} {'encode':>10s} {'growth':>7s} {'plain enc':>10s} "
+    header = (f"  {'size':>12s} {'states':>7s} {'encode':>10s} {'growth':>7s} {'plain enc':>10s} "
               f"{'sample':>9s} {'plain smp':>10s} {'first queue':>12s}")
 
     def row(label: str, r: dict, first: dict) -> str:
-        return (f"  {label:>12s} {r['states']:7d} {r['passes']:7d} {r['encode'] * 1e3:7.1f} ms "
+        return (f"  {label:>12s} {r['states']:7d} {r['encode'] * 1e3:7.1f} ms "
                 f"{growth(r['encode'], first['encode']):>7s} {r['plain_encode'] * 1e3:7.1f} ms "
                 f"{r['sample'] * 1e3:6.1f} ms {r['plain_sample'] * 1e3:7.1f} ms {r['ratio']:12.3f}")
 
     lines = [f"tiny SD1, KSampler euler/normal {opts.steps} steps at {opts.size} px, median of {opts.repeats}; "
              "first queue = (encode + sample) / (CLIPTextEncode + sample) of the text with `dog` for each tag;",
-             "states: token states encoded (EncoderPassCounter); passes: text-encoder forward passes "
-             "(ForwardPassCounter)", "", "`a photo of <S[0]>`, N scales:", header]
+             "states: token states encoded, one text-encoder pass each (EncoderPassCounter)", "", "`a photo of <S[0]>`, N scales:", header]
     by_n = {}
     for n in opts.scales:
         by_n[n] = measure(concept_set([(f"s{n}", n)]), [f"s{n}"])

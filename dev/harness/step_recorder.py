@@ -110,28 +110,3 @@ class EncoderPassCounter:
     def __exit__(self, *exc):
         del self.model.encode_token_weights
 
-
-class ForwardPassCounter:
-    """Counts forward passes of each text encoder of a CLIP (SDXL has two): `passes` is the most any one of
-    them ran, the number of times the prompt went through the text encoders."""
-
-    def __init__(self, clip):
-        model = clip.cond_stage_model
-        self.encoders = [m for name, m in vars(model)["_modules"].items() if name.startswith("clip_")]
-        self.counts = [0] * len(self.encoders)
-        self.handles = []
-
-    @property
-    def passes(self) -> int:
-        return max(self.counts)
-
-    def __enter__(self):
-        for i, encoder in enumerate(self.encoders):
-            def counted(module, args, output, _i=i):
-                self.counts[_i] += 1
-            self.handles.append(encoder.register_forward_hook(counted))
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()

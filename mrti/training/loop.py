@@ -262,7 +262,7 @@ class TrainingLoop:
                 (losses.sum() * (weight * state.scaler.scale)).backward()
             contexts = self.objective.contexts()
             values = losses.detach().double().tolist()
-            scales = self.objective.denoised_scales() if cfg.g_error == "denoised picture" else [1.0] * len(batch)
+            scales = self.objective.denoised_scales()
             for i, (ex, leaf) in enumerate(zip(batch, leaves)):
                 squared = 0.0
                 for key, vec in leaf.items():

@@ -205,7 +205,7 @@ def test_a1111_prompt_switches_at_the_steps_the_pack_does(host_package, loaded, 
                                                           embeddings_folder, combo, kind, with_model, prompt):
     import comfy.samplers
 
-    from mrti.prompt_editing import a1111_text_at_call
+    from mrti_factories import a1111_text_at_call
 
     sampler, scheduler, steps = combo
     model, clip, concepts, _ = loaded[kind]

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from mrti.errors import MrtiError, UnknownConceptError
-from mrti.prompt_editing import a1111_prompt, a1111_text_at_call, tag_runs
+from mrti.prompt_editing import a1111_prompt, tag_runs
+from mrti_factories import a1111_text_at_call
 from mrti.prompt_syntax import BucketIndex, Mode, ResolvedTag
 from mrti.schedule import Zero, state_at
 
