@@ -39,7 +39,7 @@ from dev.bench.report import reported
 
 PARTS = ("prompt", "listing", "grid", "train")
 SUPERLINEAR_SLOPE = 1.15
-POLL_S = 0.1  # how often the listing is asked again while entries are 'checking'; each ask stats every file
+POLL_S = 0.1  # how often the listing is asked again while entries are 'checking'; faster than an editor, which backs off from 250 ms
 
 
 @dataclass
@@ -249,13 +249,13 @@ def listing_part(opts, out: Results) -> None:
                  f"{', '.join(str(r['options']) for r in rows.values())}; growth: of the repeat answer's time)")
     out.tables["2. concept listing and the loader's options"] = lines
     sizes = list(rows)
-    per_ask = ("every ask stats every file (nodes/concept_listing.py SummaryCache.plan) and encodes every entry "
-               "(nodes/routes.py list_concepts)")
+    per_ask = ("every ask stats every file (nodes/concept_listing.py SummaryCache.plan) and joins every entry's "
+               "kept JSON text (SummaryCache.answer)")
     for key, what, reason in (
             ("first", "/mrti/concepts first answer", per_ask + ", then waits at most BUDGET_S for first readings"),
             ("all_read", "/mrti/concepts until all read",
-             "one header read per new file in the server's reader thread, while each ask meanwhile ("
-             + per_ask + ") holds the interpreter lock the reader needs: asks x files"),
+             "one header read per new file in the server's reader thread; asks meanwhile take the last stat "
+             "pass instead of a new one (SummaryCache.replan) and join kept texts"),
             ("repeat", "/mrti/concepts repeat answer", per_ask),
             ("bytes", "/mrti/concepts response bytes", "one summary per entry"),
             ("info_first", "loader options first answer",

@@ -38,15 +38,19 @@ class Counting:
         return {"entry": entry, "num_scales": len(entry)}
 
 
+def ask(cache, entries: list[str], budget: float) -> list[dict]:
+    return json.loads(asyncio.run(cache.answer(lambda: entries, budget=budget)))
+
+
 def test_each_entry_is_read_once_per_identity(listing):
     versions = {"a": 1, "b": 1}
     summarise = Counting()
     cache = listing.SummaryCache(summarise, lambda entry: versions[entry])
-    first = asyncio.run(cache.answer(lambda: ["a", "b"], budget=10))
+    first = ask(cache, ["a", "b"], 10)
     assert first == [{"entry": "a", "num_scales": 1}, {"entry": "b", "num_scales": 1}]
-    assert asyncio.run(cache.answer(lambda: ["a", "b"], budget=10)) == first and summarise.calls == ["a", "b"]
+    assert ask(cache, ["a", "b"], 10) == first and summarise.calls == ["a", "b"]
     versions["b"] = 2  # the file changed: read again, the other one not
-    asyncio.run(cache.answer(lambda: ["a", "b"], budget=10))
+    ask(cache, ["a", "b"], 10)
     assert summarise.calls == ["a", "b", "b"] and cache.readings == 3
 
 
@@ -55,13 +59,13 @@ def test_slow_first_readings_answer_checking_and_finish_behind(listing):
     summarise.release.clear()
     cache = listing.SummaryCache(summarise, lambda entry: 0)
     began = time.monotonic()
-    answer = asyncio.run(cache.answer(lambda: ["slow", "raises"], budget=0.05))
+    answer = ask(cache, ["slow", "raises"], 0.05)
     assert time.monotonic() - began < 5
     assert answer == [{"entry": "slow", "status": "checking"}, {"entry": "raises", "status": "checking"}]
-    again = asyncio.run(cache.answer(lambda: ["slow", "raises"], budget=0.05))
+    again = ask(cache, ["slow", "raises"], 0.05)
     assert again == answer and summarise.calls == []  # queued once, not twice
     summarise.release.set()
-    done = asyncio.run(cache.answer(lambda: ["slow", "raises"], budget=10))
+    done = ask(cache, ["slow", "raises"], 10)
     assert done[0] == {"entry": "slow", "num_scales": 4}
     assert "RuntimeError: boom" in done[1]["error"]
     assert summarise.calls == ["slow", "raises"]
@@ -80,16 +84,37 @@ def test_requests_during_a_stat_pass_share_it(listing):
     async def together():
         return await asyncio.gather(*(cache.answer(lambda: ["a"], budget=10) for _ in range(5)))
 
-    answers = asyncio.run(together())
+    answers = [json.loads(text) for text in asyncio.run(together())]
     assert answers == [[{"entry": "a", "num_scales": 1}]] * 5 and stats == ["a"]
+
+
+def test_asks_while_first_readings_run_take_the_last_stat_pass(listing):
+    stats = []
+
+    def identify(entry):
+        stats.append(entry)
+        return 0
+
+    summarise = Counting()
+    summarise.release.clear()
+    cache = listing.SummaryCache(summarise, identify)
+    checking = [{"entry": e, "status": "checking"} for e in ("a", "b")]
+    assert ask(cache, ["a", "b"], 0.01) == checking and stats == ["a", "b"]
+    for _ in range(3):  # the folder gained a file meanwhile; it is seen after the readings, without stats now
+        assert ask(cache, ["a", "b", "c"], 0.01) == checking
+    assert stats == ["a", "b"]
+    summarise.release.set()
+    assert ask(cache, ["a", "b"], 10) == [{"entry": "a", "num_scales": 1}, {"entry": "b", "num_scales": 1}]
+    assert ask(cache, ["a", "b", "c"], 10)[2] == {"entry": "c", "num_scales": 1}
+    assert stats.count("c") == 1 and summarise.calls == ["a", "b", "c"]
 
 
 def test_entries_gone_from_the_folders_are_forgotten(listing):
     summarise = Counting()
     cache = listing.SummaryCache(summarise, lambda entry: 0)
-    asyncio.run(cache.answer(lambda: ["a", "b"], budget=10))
-    asyncio.run(cache.answer(lambda: ["a"], budget=10))
-    asyncio.run(cache.answer(lambda: ["a", "b"], budget=10))
+    ask(cache, ["a", "b"], 10)
+    ask(cache, ["a"], 10)
+    ask(cache, ["a", "b"], 10)
     assert summarise.calls == ["a", "b", "b"]
 
 
@@ -100,7 +125,7 @@ def test_an_identity_that_cannot_be_taken_is_read_and_kept(listing):
     summarise = Counting()
     cache = listing.SummaryCache(summarise, identify)
     for _ in range(2):
-        assert asyncio.run(cache.answer(lambda: ["x"], budget=10)) == [{"entry": "x", "num_scales": 1}]
+        assert ask(cache, ["x"], 10) == [{"entry": "x", "num_scales": 1}]
     assert summarise.calls == ["x"]
 
 
@@ -174,13 +199,13 @@ def test_the_route_answers_from_the_cache_and_flags_what_it_is_reading(host_pack
     write_a1111_embedding(embeddings / "plain.pt", torch.ones(1, 768))
     entries = ["embedding: listing_names/plain.pt"]
     try:
-        first = asyncio.run(routes.summaries.answer(lambda: entries, budget=10))
+        first = ask(routes.summaries, entries, 10)
         assert first[0]["num_scales"] == 1
         readings = routes.summaries.readings
-        assert asyncio.run(routes.summaries.answer(lambda: entries, budget=0)) == first
+        assert ask(routes.summaries, entries, 0) == first
         assert routes.summaries.readings == readings
         write_a1111_embedding(embeddings / "plain.pt", torch.ones(2, 768))  # new bytes: read again
-        again = asyncio.run(routes.summaries.answer(lambda: entries, budget=10))
+        again = ask(routes.summaries, entries, 10)
         assert again == first and routes.summaries.readings == readings + 1
     finally:
         (embeddings / "plain.pt").unlink()
