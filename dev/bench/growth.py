@@ -39,7 +39,9 @@ from dev.bench.report import reported
 
 PARTS = ("prompt", "listing", "grid", "train")
 SUPERLINEAR_SLOPE = 1.15
-POLL_S = 0.1  # how often the listing is asked again while entries are 'checking'; faster than an editor, which backs off from 250 ms
+# How often the listing is asked again while entries are 'checking': faster than an editor, which backs off from
+# 250 ms.
+POLL_S = 0.1
 
 
 @dataclass
