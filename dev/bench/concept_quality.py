@@ -370,6 +370,8 @@ def g_errors(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], sca
                 track(f"N1 interval {ORACLE_BAND[0]}-{ORACLE_BAND[1]}", replace(
                     recipe, timestep_sampling="interval", t_min=ORACLE_BAND[0], t_max=ORACLE_BAND[1]))
             for error in bench.pack.mrti.training.config.G_ERRORS:
+                if error == "auto":  # one of the others, by N
+                    continue
                 track(f"N{n} adaptive {error}", replace(recipe, timestep_sampling="adaptive", g_error=error))
         print(f"\n## {concept} = {world.caption(concepts.CONCEPTS[concept])}")
         _compare(runs, eval_steps, _init_match(bench, concept, samples, seeds))

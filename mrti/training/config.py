@@ -19,8 +19,10 @@ TIMESTEP_SAMPLING = ("uniform", "interval", "adaptive")
 # What g(t)'s gradient is taken with respect to (docs/method.md, "Which timesteps to train on").
 G_CONDITIONS = ("concept vectors", "text encoder output")
 # Which error g(t) is the gradient norm of (docs/method.md, "Which error"): the model's raw output (equation 4
-# as written), the same error in the units of the denoised picture, or relative to its own size.
-G_ERRORS = ("raw output", "denoised picture", "relative")
+# as written), the same error in the units of the denoised picture, or relative to its own size; `auto` takes
+# the one that trained fastest for the run's number of embeddings (TrainingConfig.g_error_used).
+G_ERRORS = ("auto", "raw output", "denoised picture", "relative")
+AUTO_G_ERROR = {1: "denoised picture"}  # num_scales -> the error `auto` means; any other N: raw output
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = ("center crop", "stretch")
 
@@ -61,6 +63,13 @@ class TrainingConfig:
     flip: bool = True  # mirror each example left to right with probability 0.5, as the reference does
     # Textual Inversion's AdamW decay, applied here only to the concept's own vectors.
     weight_decay: float = 0.01
+
+    @property
+    def g_error_used(self) -> str:
+        """The error g(t) is taken of: `g_error`, with `auto` resolved by the number of embeddings."""
+        if self.g_error != "auto":
+            return self.g_error
+        return AUTO_G_ERROR.get(self.num_scales, "raw output")
 
     @classmethod
     def from_inputs(cls, inputs: Mapping[str, object]) -> TrainingConfig:
@@ -133,6 +142,7 @@ class TrainingConfig:
                 continue
             out[key] = "\n".join(value) if key == "templates" else value
         out["effective_learning_rate"] = self.effective_learning_rate
+        out["g_error_used"] = self.g_error_used  # what `auto` meant for this run, should its meaning change
         return out
 
 

@@ -279,8 +279,8 @@ class TrainingLoop:
                 if cfg.g_condition not in norms:
                     raise MrtiError(f"g_condition {cfg.g_condition!r}: this model gives no such tensor to measure "
                                     "g(t) on; use 'concept vectors'")
-                g = norms[cfg.g_condition] * g_error_factor(cfg.g_error, values[i], self.objective.output_size,
-                                                             scales[i])
+                g = norms[cfg.g_condition] * g_error_factor(cfg.g_error_used, values[i],
+                                                             self.objective.output_size, scales[i])
                 state.bands.observe(ex.timestep, g)
                 measured["g"].append(g)
                 state.bucket_counts[ex.bucket] += 1

@@ -109,8 +109,9 @@ def _inputs() -> list:
         CheckedCombo("g_error", options=list(G_ERRORS), default=G_ERRORS[0],
                      tooltip="Which error g(t) is the gradient norm of: the model's raw output (eps or v, the "
                              "paper's equation 4), the same error measured on the denoised picture, or "
-                             "relative to the error's own size. Charted in every mode; adaptive sampling "
-                             "draws from it."),
+                             "relative to the error's own size. auto: the denoised picture for one embedding "
+                             "(num_scales 1), the raw output for more, which trained fastest with adaptive "
+                             "sampling. Charted in every mode; adaptive sampling draws from it."),
         MultiResConcepts.Input("concepts", optional=True,
                                tooltip="Concepts to pass on together with the trained one."),
     ]

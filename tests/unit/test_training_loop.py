@@ -187,6 +187,17 @@ def test_g_error_rescales_each_example_by_its_own_factor(g_error):
         assert report.grad_norms[i] != pytest.approx(raw[i], rel=1e-3)
 
 
+@pytest.mark.parametrize("num_scales, meant, other", [(1, "denoised picture", "raw output"),
+                                                      (4, "raw output", "denoised picture")])
+def test_auto_g_error_is_the_denoised_picture_for_one_embedding_and_the_raw_output_for_more(num_scales, meant,
+                                                                                           other):
+    def norms(g_error):
+        loop, _ = make_loop(make_config(steps=1, batch_size=3, num_scales=num_scales, g_error=g_error))
+        return loop.step().grad_norms
+
+    assert norms("auto") == norms(meant) != norms(other)
+
+
 def test_a_condition_the_objective_cannot_give_is_refused():
     cfg = make_config(steps=1, g_condition="text encoder output")
     loop, toy = make_loop(cfg)
