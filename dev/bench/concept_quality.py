@@ -26,9 +26,11 @@ that toyworld.reader reads back. Parts:
 - probe (not part of `all`): what tests/e2e/test_toyworld_training.py trains and reads (`bsd`, 120 steps,
   8 samples of seed 1), for several training seeds, so that its margins are measured ones too.
 
-    .venv/bin/python -m dev.bench.concept_quality [learning|scales|sampling|contrasts|probe|all] [--figures docs/images]
+    .venv/bin/python -m dev.bench.concept_quality [part ...] [--figures docs/images] [--report FILE]
 
-`all` takes 24 minutes on a 2-core CPU with nothing else running; `contrasts` 11, `probe` a few.
+Parts named together run in one process and share their trained concepts. Without a GPU, `learning` and
+`scales` together take about 20 minutes, `contrasts` about 11, `probe` a few; `sampling`, `g_errors` and
+`bands` about an hour per concept. `all` is learning, scales and sampling.
 """
 from __future__ import annotations
 
@@ -460,10 +462,14 @@ def speed(bench: Bench) -> None:
               f"{pictures / seconds:.2f} pictures/s")
 
 
+PARTS = ("learning", "scales", "sampling", "g_errors", "bands", "contrasts", "probe", "all")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="all", choices=(
-        "learning", "scales", "sampling", "g_errors", "bands", "contrasts", "probe", "all"))
+    parser.add_argument("parts", nargs="*", metavar="part",
+                        help=f"one or more of {', '.join(PARTS)}, run in one process (trained concepts are "
+                             "shared); default: all")
     parser.add_argument("--samples", type=int, default=None,
                         help="samples per prompt (default: 32 for learning, 8 for the others)")
     parser.add_argument("--steps", type=int, default=concepts.TrainingRecipe.steps, help="training steps per run")
@@ -477,6 +483,9 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=None,
                         help="also write what the run prints into this Markdown file (docs/results/...)")
     opts = parser.parse_args()
+    unknown = sorted(set(opts.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part {', '.join(unknown)}; choose from {', '.join(PARTS)}")
 
     from dev.harness import host
 
@@ -489,22 +498,25 @@ def main() -> None:
     bench = Bench(pack, *concepts.host_sampling.load_checkpoint(opts.checkpoint),
                   recipe=concepts.TrainingRecipe(steps=opts.steps))
     started = time.perf_counter()
-    title = f"Toy world: {opts.part}" + (f" ({', '.join(opts.concepts)})" if opts.part in ("sampling", "g_errors", "bands")
-                                         else "")
+    parts = list(dict.fromkeys(opts.parts or ["all"]))
+    if "all" in parts:
+        parts[parts.index("all"):parts.index("all") + 1] = ["learning", "scales", "sampling"]
+    title = f"Toy world: {', '.join(parts)}" + (
+        f" ({', '.join(opts.concepts)})" if {"sampling", "g_errors", "bands"} & set(parts) else "")
     with reported(opts.report, title, model=opts.checkpoint):
-        if opts.part in ("learning", "all"):
+        if "learning" in parts:
             learning(bench, opts.samples or 32)
-        if opts.part in ("scales", "all"):
+        if "scales" in parts:
             scales(bench, opts.samples or 8, opts.figures)
-        if opts.part in ("sampling", "all"):
+        if "sampling" in parts:
             sampling(bench, opts.samples or 8, opts.seeds, opts.figures, tuple(opts.concepts))
-        if opts.part == "contrasts":
+        if "contrasts" in parts:
             contrasts(bench, opts.samples or 16, opts.seeds)
-        if opts.part == "g_errors":
+        if "g_errors" in parts:
             g_errors(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts), tuple(opts.scales))
-        if opts.part == "bands":
+        if "bands" in parts:
             bands(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts))
-        if opts.part == "probe":
+        if "probe" in parts:
             probe(bench, opts.seeds)
         speed(bench)
         print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min")
