@@ -37,6 +37,14 @@ def test_every_table_in_the_results_names_the_command_that_produced_it():
     assert checked >= 5  # the pages do hold measurements: the check above ran
 
 
+def test_the_results_page_pastes_no_output_a_bench_can_write_itself():
+    """Bench output lives in the files the benches write (docs/results/); the page itself keeps only output that
+    cannot be rerun without a GPU."""
+    fences = re.findall(r"^```(\w*)\n(.*?)^```", (DOCS / "results.md").read_text(), flags=re.MULTILINE | re.DOTALL)
+    pasted = [body for lang, body in fences if lang not in ("bash", "sh")]
+    assert all("device cuda" in body for body in pasted), [body[:80] for body in pasted if "device cuda" not in body]
+
+
 @pytest.mark.parametrize("page", sorted(GENERATED.glob("*.md")), ids=lambda p: p.name)
 def test_generated_results_say_where_they_come_from(page):
     text = page.read_text()
