@@ -32,11 +32,11 @@ EDITOR_PICTURES = {"sampling_graph.png": (LOADER, PROMPT), "training_graph.png":
 
 
 def _drawn(spec) -> object:
-    """An input as the editor draws it: its type and default. Option lists (files on the server) and
-    tooltips (shown on hover) are left out."""
+    """An input as the editor draws it: its type and default (a combo's too: a new node shows it). Option
+    lists (files on the server) and tooltips (shown on hover) are left out."""
     kind, options = (spec[0], spec[1] if len(spec) > 1 else {}) if isinstance(spec, list) else (spec, {})
     kind = "COMBO" if isinstance(kind, list) else kind
-    return [kind, options.get("default") if kind != "COMBO" else None]
+    return [kind, options.get("default")]
 
 
 def definitions_stamp(object_info: dict, picture: str) -> str:
