@@ -77,20 +77,14 @@ def _model_configs():
     import comfy.supported_models_base as smb
     import comfy.text_encoders.sd2_clip as sd2_clip
 
-    class TinySD1ClipModel(comfy.sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
-            options = {"clip_l_model_config": _TINY_CLIP_L, **model_options}
-            super().__init__(device=device, dtype=dtype, model_options=options, **kwargs)
+    from dev.toyworld.model import sized_clip_model
 
-    class TinySD2ClipModel(sd2_clip.SD2ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
-            options = {"clip_h_model_config": _TINY_CLIP_H, **model_options}
-            super().__init__(device=device, dtype=dtype, model_options=options, **kwargs)
-
-    class TinySDXLClipModel(comfy.sdxl_clip.SDXLClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}):
-            options = {"clip_l_model_config": _TINY_CLIP_L, "clip_g_model_config": _TINY_CLIP_G, **model_options}
-            super().__init__(device=device, dtype=dtype, model_options=options)
+    TinySD1ClipModel = sized_clip_model(comfy.sd1_clip.SD1ClipModel, "TinySD1ClipModel",
+                                        {"clip_l_model_config": _TINY_CLIP_L})
+    TinySD2ClipModel = sized_clip_model(sd2_clip.SD2ClipModel, "TinySD2ClipModel",
+                                        {"clip_h_model_config": _TINY_CLIP_H})
+    TinySDXLClipModel = sized_clip_model(comfy.sdxl_clip.SDXLClipModel, "TinySDXLClipModel",
+                                         {"clip_l_model_config": _TINY_CLIP_L, "clip_g_model_config": _TINY_CLIP_G})
 
     class TinySD15(sm.SD15):
         unet_config = {"context_dim": 768, "model_channels": 32, "use_linear_in_transformer": False,

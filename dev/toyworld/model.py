@@ -46,15 +46,22 @@ UNET = {
 }
 
 
+def sized_clip_model(base: type, name: str, configs: dict) -> type:
+    """The host's text-encoder class `base` building its sub-models from `configs` (e.g.
+    {"clip_l_model_config": {...}}) unless the caller's model options say otherwise: a small test-only model."""
+    def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
+        base.__init__(self, device=device, dtype=dtype, model_options={**configs, **model_options}, **kwargs)
+
+    return type(name, (base,), {"__init__": __init__})
+
+
 def _config_class():
     import comfy.sd1_clip
     import comfy.supported_models as sm
     import comfy.supported_models_base as smb
 
-    class ToyWorldClipModel(comfy.sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
-            options = {"clip_l_model_config": CLIP_CONFIG, **model_options}
-            super().__init__(device=device, dtype=dtype, model_options=options, **kwargs)
+    ToyWorldClipModel = sized_clip_model(comfy.sd1_clip.SD1ClipModel, "ToyWorldClipModel",
+                                         {"clip_l_model_config": CLIP_CONFIG})
 
     class ToyWorldSD15(sm.SD15):
         unet_config = {"context_dim": 768, "model_channels": 64, "use_linear_in_transformer": False,

@@ -22,7 +22,6 @@ G_CONDITIONS = ("concept vectors", "text encoder output")
 # as written), the same error in the units of the denoised picture, or relative to its own size; `auto` takes
 # the one that trained fastest for the run's number of embeddings (TrainingConfig.g_error_used).
 G_ERRORS = ("auto", "raw output", "denoised picture", "relative")
-AUTO_G_ERROR = {1: "denoised picture"}  # num_scales -> the error `auto` means; any other N: raw output
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = ("center crop", "stretch")
 
@@ -69,7 +68,7 @@ class TrainingConfig:
         """The error g(t) is taken of: `g_error`, with `auto` resolved by the number of embeddings."""
         if self.g_error != "auto":
             return self.g_error
-        return AUTO_G_ERROR.get(self.num_scales, "raw output")
+        return "denoised picture" if self.num_scales == 1 else "raw output"
 
     @classmethod
     def from_inputs(cls, inputs: Mapping[str, object]) -> TrainingConfig:

@@ -32,13 +32,18 @@ def export(client, entry: str, overwrite: bool, **more):
     })
 
 
+def five_scale_concept(server, name: str, family: str, seed: int) -> str:
+    """A random 5-scale concept in the server's concept folder; its loader entry."""
+    save_concept(random_concept(name, family, 5, seed=seed, scale=0.5),
+                 server.base / "models" / "multires_embeddings" / f"{name}.safetensors", overwrite=True)
+    return f"{name}.safetensors"
+
+
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_exported_scale_samples_like_the_fixed_tag(server, client, kind):
     checkpoint, family = CASES[kind]
     name = f"exported_{kind}"
-    save_concept(random_concept(name, family, 5, seed=41, scale=0.5),
-                 server.base / "models" / "multires_embeddings" / f"{name}.safetensors", overwrite=True)
-    result = export(client, f"{name}.safetensors", overwrite=True)
+    result = export(client, five_scale_concept(server, name, family, seed=41), overwrite=True)
     assert result.ok, result.error_message()
     assert sorted(p.name for p in (server.base / "models" / "embeddings").glob(f"{name}_s*.safetensors")) == [
         f"{name}_s{i}.safetensors" for i in range(5)]
@@ -95,9 +100,7 @@ def test_the_zero_file_samples_like_the_semi_zero_state(server, client, kind):
     """Stock `embedding:<name>_zero` and the pack's `<name(4)>` of a 5-scale concept (zero at every step)."""
     checkpoint, family = CASES[kind]
     name = f"zeroed_{kind}"
-    save_concept(random_concept(name, family, 5, seed=44, scale=0.5),
-                 server.base / "models" / "multires_embeddings" / f"{name}.safetensors", overwrite=True)
-    result = export(client, f"{name}.safetensors", overwrite=True, write_zero_file=True)
+    result = export(client, five_scale_concept(server, name, family, seed=44), overwrite=True, write_zero_file=True)
     assert result.ok, result.error_message()
     assert (server.base / "models" / "embeddings" / f"{name}_zero.safetensors").is_file()
     ours = pixels(client, client.run(graphs.multires_txt2img(
