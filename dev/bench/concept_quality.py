@@ -19,6 +19,9 @@ that toyworld.reader reads back. Parts:
 - g_errors (not part of `all`): adaptive sampling on g(t) of each error the trainer offers (`g_error`: the
   raw output, the denoised picture, relative to the error's size) against uniform and against the band
   that teaches most alone, at N = 1 and N = 10.
+- sharpen (not part of `all`): at N = 1, adaptive sampling on the denoised picture's g(t) raised to a power
+  (1 is equation 5; 2 and 3 send fewer examples to the clean end) and with a shorter or longer memory of its
+  running estimate, against uniform.
 - bands (not part of `all`): what each stretch of 200 timesteps teaches one embedding on its own (N = 1,
   interval sampling), the ground truth that g(t) is meant to predict.
 - contrasts (not part of `all`): the differences between modes that tests/integration/test_toyworld_modes.py
@@ -29,12 +32,13 @@ that toyworld.reader reads back. Parts:
     .venv/bin/python -m dev.bench.concept_quality [part ...] [--figures docs/images] [--report FILE]
 
 Parts named together run in one process and share their trained concepts. Without a GPU, `learning` and
-`scales` together take about 20 minutes, `contrasts` about 11, `probe` a few; `sampling`, `g_errors` and
-`bands` about an hour per concept. `all` is learning, scales and sampling.
+`scales` together take about 20 minutes, `contrasts` about 11, `probe` a few; `sampling`, `g_errors`, `sharpen`
+and `bands` about an hour per concept. `all` is learning, scales and sampling.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import re
@@ -386,6 +390,62 @@ def g_errors(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], sca
                 print(f"  {label:32s}" + " ".join(f"{v:5.2f}" for v in _band_groups(values)))
 
 
+SHARPEN_POWERS = ("1", "2", "3")
+
+
+@contextlib.contextmanager
+def _memory(bench: Bench, rate: float):
+    """Runs trained inside keep g(t)'s running estimate with `rate` (the weight of a new measurement,
+    timesteps.EMA_RATE by default); the trainer node has no such input."""
+    loop = bench.pack.mrti.training.loop
+    bands = loop.GradientBands
+    loop.GradientBands = functools.partial(bands, rate=rate)
+    try:
+        yield
+    finally:
+        loop.GradientBands = bands
+
+
+def sharpen(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], powers: tuple[str, ...],
+            rates: tuple[float, ...]) -> None:
+    """N = 1, the denoised picture's g(t) (auto's error there): the draw p(t) ~ g(t) ** power for each power
+    and each memory of the running estimate (rate), against uniform. Equation 5 is power 1; a larger power
+    moves the examples g(t) still sends to the clean end, where this model's concepts learn least, towards
+    the noisy end. A larger rate forgets old measurements sooner."""
+    base, eval_steps = _protocol(bench, "adaptive sampling on a power of g(t)", names, seeds, samples)
+    one = replace(base, num_scales=1)
+    default_rate = bench.pack.mrti.training.timesteps.EMA_RATE
+    for concept in names:
+        runs: dict[str, list[Run]] = {}
+        shares: dict[str, list[float]] = {}
+        track = functools.partial(_track, bench, concept, runs, seeds, samples, eval_steps)
+        track("N1 uniform", one)
+        for power in powers:
+            for rate in rates:
+                label = f"N1 adaptive g^{power}" + ("" if rate == default_rate else f" rate {rate:g}")
+                with _memory(bench, rate):
+                    track(label, replace(one, timestep_sampling="adaptive", g_error="denoised picture",
+                                         g_power=power))
+                shares[label] = [statistics.fmean(_draw_shares(r.bands, int(power))[i] for r in runs[label])
+                                 for i in range(10)]
+        print(f"\n## {concept} = {world.caption(concepts.CONCEPTS[concept])}")
+        _compare(runs, eval_steps, _init_match(bench, concept, samples, seeds))
+        print("\nthe draw each adaptive run ended with (mean over seeds): share of examples per 100 timesteps "
+              "(clean end first)")
+        for label, values in shares.items():
+            print(f"  {label:32s}" + " ".join(f"{v:5.2f}" for v in values))
+
+
+def _draw_shares(bands: list[float | None], power: int) -> list[float]:
+    """Per 100 timesteps, the probability the adaptive draw gives them at N = 1 for these band estimates."""
+    measured = [v for v in bands if v is not None]
+    fill = statistics.fmean(measured) if measured else 1.0
+    weights = [(fill if v is None else max(v, 0.0)) ** power for v in bands]
+    total = sum(weights)
+    per = len(weights) // 10
+    return [sum(weights[i:i + per]) / total for i in range(0, len(weights), per)]
+
+
 def contrasts(bench: Bench, samples: int, seeds: int) -> None:
     """concepts.mode_contrasts per training seed and concept: the margins of the mode tests."""
     print(f"\n== mode contrasts (concepts.MODE_PROBES), {samples} samples per probe, training seeds 0..{seeds - 1}")
@@ -462,7 +522,7 @@ def speed(bench: Bench) -> None:
               f"{pictures / seconds:.2f} pictures/s")
 
 
-PARTS = ("learning", "scales", "sampling", "g_errors", "bands", "contrasts", "probe", "all")
+PARTS = ("learning", "scales", "sampling", "g_errors", "sharpen", "bands", "contrasts", "probe", "all")
 
 
 def main() -> None:
@@ -480,6 +540,10 @@ def main() -> None:
                         help="the concepts the sampling part trains")
     parser.add_argument("--scales", nargs="+", type=int, choices=(1, 10), default=(1, 10),
                         help="g_errors: the numbers of embeddings N to compare at")
+    parser.add_argument("--powers", nargs="+", choices=SHARPEN_POWERS, default=SHARPEN_POWERS,
+                        help="sharpen: the powers of g(t) to draw from")
+    parser.add_argument("--rates", nargs="+", type=float, default=None,
+                        help="sharpen: the running estimate's weight of a new measurement (default: the trainer's)")
     parser.add_argument("--report", type=Path, default=None,
                         help="also write what the run prints into this Markdown file (docs/results/...)")
     opts = parser.parse_args()
@@ -502,7 +566,7 @@ def main() -> None:
     if "all" in parts:
         parts[parts.index("all"):parts.index("all") + 1] = ["learning", "scales", "sampling"]
     title = f"Toy world: {', '.join(parts)}" + (
-        f" ({', '.join(opts.concepts)})" if {"sampling", "g_errors", "bands"} & set(parts) else "")
+        f" ({', '.join(opts.concepts)})" if {"sampling", "g_errors", "sharpen", "bands"} & set(parts) else "")
     with reported(opts.report, title, model=opts.checkpoint):
         if "learning" in parts:
             learning(bench, opts.samples or 32)
@@ -514,6 +578,9 @@ def main() -> None:
             contrasts(bench, opts.samples or 16, opts.seeds)
         if "g_errors" in parts:
             g_errors(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts), tuple(opts.scales))
+        if "sharpen" in parts:
+            sharpen(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts), tuple(opts.powers),
+                    tuple(opts.rates or (bench.pack.mrti.training.timesteps.EMA_RATE,)))
         if "bands" in parts:
             bands(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts))
         if "probe" in parts:

@@ -9,7 +9,7 @@ SMALL_TRAINING = dict(init_word="dog", num_scales=4, vectors_per_token=1, steps=
                       timestep_sampling="uniform", t_min=0, t_max=999, adaptive_floor=0.25,
                       g_condition="concept vectors", seed=0, save_every=0, resume_from="none", precision="fp32",
                       gradient_checkpointing=False, image_size=64, crop="center crop", flip=False,
-                      overwrite=False, g_error="auto")
+                      overwrite=False, g_error="auto", g_power="auto")
 
 
 def trainer_inputs(**overrides) -> dict:

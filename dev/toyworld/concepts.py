@@ -62,6 +62,7 @@ class TrainingRecipe:
     adaptive_floor: float = 0.25
     g_condition: str = "concept vectors"
     g_error: str = "raw output"
+    g_power: str = "1"
     save_every: int = 0
     seed: int = 0
 
@@ -72,7 +73,7 @@ class TrainingRecipe:
                     scale_lr=False, lr_schedule="constant", warmup_steps=0, templates="object",
                     custom_templates="a photo of {}", timestep_sampling=self.timestep_sampling,
                     t_min=self.t_min, t_max=self.t_max, adaptive_floor=self.adaptive_floor,
-                    g_condition=self.g_condition, g_error=self.g_error, seed=self.seed,
+                    g_condition=self.g_condition, g_error=self.g_error, g_power=self.g_power, seed=self.seed,
                     save_every=self.save_every, resume_from="none", precision="fp32", gradient_checkpointing=False,
                     image_size=world.SIZE,
                     crop="center crop", flip=False, overwrite=True)  # position is one of the attributes

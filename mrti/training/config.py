@@ -22,13 +22,17 @@ G_CONDITIONS = ("concept vectors", "text encoder output")
 # as written), the same error in the units of the denoised picture, or relative to its own size; `auto` takes
 # the one that trained fastest for the run's number of embeddings (TrainingConfig.g_error_used).
 G_ERRORS = ("auto", "raw output", "denoised picture", "relative")
+# The power of g(t) adaptive sampling draws from (docs/method.md, "How sharply to follow g(t)"): 1 is equation
+# 5; `auto` takes the power that trained fastest for the run's number of embeddings (TrainingConfig.g_power_used).
+G_POWERS = ("auto", "1", "2", "3")
+AUTO_POWER_ONE_EMBEDDING = 3
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = ("center crop", "stretch")
 
 # Settings that shape the trajectory: a resumed run must agree on them, or it is a different run.
 TRAJECTORY_KEYS = ("num_scales", "vectors_per_token", "batch_size", "gradient_accumulation", "learning_rate",
                    "scale_lr", "lr_schedule", "warmup_steps", "templates", "timestep_sampling", "t_min",
-                   "t_max", "adaptive_floor", "g_condition", "g_error", "seed", "precision", "image_size", "crop",
+                   "t_max", "adaptive_floor", "g_condition", "g_error", "g_power", "seed", "precision", "image_size", "crop",
                    "flip", "weight_decay", "init_word")
 
 
@@ -53,6 +57,7 @@ class TrainingConfig:
     adaptive_floor: float = 0.25
     g_condition: str = G_CONDITIONS[0]
     g_error: str = G_ERRORS[0]
+    g_power: str = G_POWERS[0]
     seed: int = 0
     save_every: int = 500
     precision: str = "fp32"
@@ -69,6 +74,14 @@ class TrainingConfig:
         if self.g_error != "auto":
             return self.g_error
         return "denoised picture" if self.num_scales == 1 else "raw output"
+
+    @property
+    def g_power_used(self) -> int:
+        """The power of g(t) adaptive sampling draws from: `g_power`, with `auto` resolved by the number of
+        embeddings."""
+        if self.g_power != "auto":
+            return int(self.g_power)
+        return AUTO_POWER_ONE_EMBEDDING if self.num_scales == 1 else 1
 
     @classmethod
     def from_inputs(cls, inputs: Mapping[str, object]) -> TrainingConfig:
@@ -111,6 +124,7 @@ class TrainingConfig:
         _choice("timestep_sampling", self.timestep_sampling, TIMESTEP_SAMPLING)
         _choice("g_condition", self.g_condition, G_CONDITIONS)
         _choice("g_error", self.g_error, G_ERRORS)
+        _choice("g_power", self.g_power, G_POWERS)
         if not isinstance(self.flip, bool):
             raise MrtiError(f"flip must be true or false, got {self.flip!r}")
         _choice("precision", self.precision, PRECISIONS)
@@ -142,6 +156,7 @@ class TrainingConfig:
             out[key] = "\n".join(value) if key == "templates" else value
         out["effective_learning_rate"] = self.effective_learning_rate
         out["g_error_used"] = self.g_error_used  # what `auto` meant for this run, should its meaning change
+        out["g_power_used"] = self.g_power_used
         return out
 
 

@@ -186,7 +186,7 @@ class TrainingLoop:
         self.num_images, self.num_templates = num_images, num_templates
         self.hooks = hooks or LoopHooks()
         self.sampler = make_sampler(config.timestep_sampling, state.bands, config.num_scales, config.t_min,
-                                    config.t_max, config.adaptive_floor)
+                                    config.t_max, config.adaptive_floor, config.g_power_used)
         self.templates = config.templates
 
     def run(self) -> TrainingState:

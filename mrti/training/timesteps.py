@@ -14,13 +14,14 @@ starts uniform and no band is starved before it was seen.
 
 Adaptive sampling and its floor
 -------------------------------
-``p(t) = (1 - floor) * g(t) / sum(g) + floor * 1 / (N * |bucket(t)|)``
+``p(t) = (1 - floor) * g(t)^k / sum(g^k) + floor * 1 / (N * |bucket(t)|)``
 
-a mixture of the g(t)-proportional distribution the paper samples from and a "bucket-uniform" one that
-picks one of the N buckets uniformly and then a timestep uniformly inside it. The second part alone
-gives every bucket probability ``floor / N``, so every one of the N embeddings keeps receiving examples
-however small its g(t) is. With one embedding (N = 1, the paper's setting) every example trains it, so
-there is nothing to protect and the floor is not applied: the draw is exactly equation 5.
+a mixture of the g(t)-proportional distribution the paper samples from (k = 1; a larger k, the run's
+``g_power``, follows g(t) more sharply) and a "bucket-uniform" one that picks one of the N buckets
+uniformly and then a timestep uniformly inside it. The second part alone gives every bucket probability
+``floor / N``, so every one of the N embeddings keeps receiving examples however small its g(t) is. With
+one embedding (N = 1, the paper's setting) every example trains it, so there is nothing to protect and
+the floor is not applied: the draw is exactly equation 5 (k = 1).
 """
 from __future__ import annotations
 
@@ -89,11 +90,12 @@ def measures_eq4(state: dict) -> bool:
     return state.get("measure") == MEASURE
 
 
-def adaptive_probabilities(bands: list[float], num_scales: int, floor: float) -> torch.Tensor:
-    """``p(t)`` over the 1000 timesteps (float64), as described in the module docstring."""
+def adaptive_probabilities(bands: list[float], num_scales: int, floor: float, power: float = 1.0) -> torch.Tensor:
+    """``p(t)`` over the 1000 timesteps (float64), as described in the module docstring, with g(t) raised to
+    ``power`` (1: equation 5; larger values sharpen the draw towards the bands of largest g)."""
     if num_scales == 1:
         floor = 0.0
-    per_band = torch.tensor(bands, dtype=torch.float64).clamp_min(0.0)
+    per_band = torch.tensor(bands, dtype=torch.float64).clamp_min(0.0) ** power
     g = per_band.repeat_interleave(BAND_WIDTH)
     total = float(g.sum())
     proportional = g / total if total > 0 else torch.full_like(g, 1.0 / NUM_TIMESTEPS)
@@ -132,11 +134,11 @@ class IntervalSampler(TimestepSampler):
 class AdaptiveSampler(TimestepSampler):
     kind = "adaptive"
 
-    def __init__(self, bands: GradientBands, num_scales: int, floor: float) -> None:
-        self.bands, self.num_scales, self.floor = bands, num_scales, floor
+    def __init__(self, bands: GradientBands, num_scales: int, floor: float, power: float = 1.0) -> None:
+        self.bands, self.num_scales, self.floor, self.power = bands, num_scales, floor, power
 
     def probabilities(self) -> torch.Tensor:
-        return adaptive_probabilities(self.bands.filled(), self.num_scales, self.floor)
+        return adaptive_probabilities(self.bands.filled(), self.num_scales, self.floor, self.power)
 
     def sample(self, generator: torch.Generator) -> int:
         cdf = torch.cumsum(self.probabilities(), 0)
@@ -180,11 +182,11 @@ def coverage_warning(kind: str, num_scales: int, t_min: int, t_max: int, init_wo
 
 
 def make_sampler(kind: str, bands: GradientBands, num_scales: int, t_min: int = 0,
-                 t_max: int = NUM_TIMESTEPS - 1, floor: float = 0.25) -> TimestepSampler:
+                 t_max: int = NUM_TIMESTEPS - 1, floor: float = 0.25, power: float = 1.0) -> TimestepSampler:
     if kind == "uniform":
         return TimestepSampler()
     if kind == "interval":
         return IntervalSampler(t_min, t_max)
     if kind == "adaptive":
-        return AdaptiveSampler(bands, num_scales, floor)
+        return AdaptiveSampler(bands, num_scales, floor, power)
     raise MrtiError(f"timestep_sampling {kind!r} is not one of uniform, interval, adaptive")

@@ -5,8 +5,8 @@ from comfy_api.latest import io
 
 from ...mrti.concept import ConceptSet
 from ...mrti.errors import MrtiError
-from ...mrti.training.config import (CROPS, G_CONDITIONS, G_ERRORS, LR_SCHEDULES, PRECISIONS, TIMESTEP_SAMPLING,
-                                     TrainingConfig)
+from ...mrti.training.config import (CROPS, G_CONDITIONS, G_ERRORS, G_POWERS, LR_SCHEDULES, PRECISIONS,
+                                     TIMESTEP_SAMPLING, TrainingConfig)
 from ...mrti.training.templates import TEMPLATE_KINDS
 from .. import host_contacts
 from ..checked_combo import CheckedCombo
@@ -112,6 +112,11 @@ def _inputs() -> list:
                              "relative to the error's own size. auto: the denoised picture for one embedding "
                              "(num_scales 1), the raw output for more, which trained fastest with adaptive "
                              "sampling. Charted in every mode; adaptive sampling draws from it."),
+        CheckedCombo("g_power", options=list(G_POWERS), default=G_POWERS[0],
+                     tooltip="Adaptive sampling draws each timestep in proportion to g(t) to this power: 1 is "
+                             "the conditional-gradient paper's rule; 2 and 3 send more of the examples to the "
+                             "timesteps where g(t) is largest. auto: 3 for one embedding (num_scales 1), 1 for "
+                             "more, which trained fastest. Only adaptive sampling uses it."),
         MultiResConcepts.Input("concepts", optional=True,
                                tooltip="Concepts to pass on together with the trained one."),
     ]

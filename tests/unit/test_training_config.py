@@ -42,6 +42,7 @@ def test_defaults_follow_the_reference():
     ({"t_max": 1000}, "t_max"),
     ({"precision": "fp8"}, "precision"),
     ({"adaptive_floor": 1.5}, "adaptive_floor"),
+    ({"g_power": "4"}, "g_power"),
     ({"templates": ("no placeholder",)}, "no placeholder"),
 ])
 def test_bad_settings_name_the_input(overrides, culprit):

@@ -198,6 +198,24 @@ def test_auto_g_error_is_the_denoised_picture_for_one_embedding_and_the_raw_outp
     assert norms("auto") == norms(meant) != norms(other)
 
 
+@pytest.mark.parametrize("num_scales, meant", [(1, 3), (4, 1)])
+def test_adaptive_sampling_draws_from_the_power_of_g_the_run_asks_for(num_scales, meant):
+    """`g_power` reaches the sampler, and `auto` is the power that trained fastest for the number of embeddings
+    (3 for one embedding, 1 for more); the run's settings record which one it used."""
+    def draw(g_power):
+        cfg = make_config(steps=1, num_scales=num_scales, g_power=g_power)
+        loop, _ = make_loop(cfg)
+        for t in range(0, 1000, 20):
+            loop.state.bands.observe(t, 1.0 + t / 100)
+        return cfg, loop.sampler.probabilities()
+
+    cfg, auto = draw("auto")
+    assert cfg.g_power_used == meant and cfg.settings()["g_power_used"] == meant
+    assert torch.equal(auto, draw(str(meant))[1])
+    one, two = draw("1")[1], draw("2")[1]
+    assert float(two[999] / two[0]) > float(one[999] / one[0]) > 1.0  # the larger power draws more at high g
+
+
 def test_a_condition_the_objective_cannot_give_is_refused():
     cfg = make_config(steps=1, g_condition="text encoder output")
     loop, toy = make_loop(cfg)
@@ -220,8 +238,9 @@ def test_flip_draws_mirrored_examples_only_when_on():
     assert (examples[0].image, examples[0].template, examples[0].timestep, examples[0].noise_seed) == tuple(draws)
 
 
-def test_interrupted_and_resumed_run_equals_a_straight_one(tmp_path):
-    cfg = make_config(steps=20, save_every=5)
+@pytest.mark.parametrize("num_scales", [4, 1])  # adaptive on g(t), and (auto at N = 1) on g(t) cubed
+def test_interrupted_and_resumed_run_equals_a_straight_one(tmp_path, num_scales):
+    cfg = make_config(steps=20, save_every=5, num_scales=num_scales)
     straight, _ = make_loop(cfg)
     straight.run()
 

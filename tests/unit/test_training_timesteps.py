@@ -79,6 +79,17 @@ def test_one_embedding_draws_exactly_in_proportion_to_g():
     assert torch.allclose(p, expected / expected.sum(), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("power", [2.0, 0.5])
+def test_a_power_of_g_draws_in_proportion_to_that_power(power):
+    g = [float(b % 7 + 1) for b in range(NUM_BANDS)]
+    p = adaptive_probabilities(g, 1, 0.0, power)
+    expected = torch.tensor(g, dtype=torch.float64).repeat_interleave(BAND_WIDTH) ** power
+    assert torch.allclose(p, expected / expected.sum(), rtol=1e-12, atol=0)
+    # the largest band's share against the smallest's moves away from equation 5's 7 : 1 as the power says
+    assert float(p[BAND_WIDTH * 6] / p[0]) == pytest.approx(7.0 ** power)
+    assert torch.equal(adaptive_probabilities(g, 1, 0.0, 1.0), adaptive_probabilities(g, 1, 0.0))
+
+
 # The 0.999 quantile of the chi-square distribution with 49 degrees of freedom (50 bands, 1 constraint).
 CHI2_49_999 = 85.35
 
