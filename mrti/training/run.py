@@ -142,10 +142,11 @@ def train(config: TrainingConfig, images, host: RunHost, files: RunFiles, *, res
     embeddings = {key: param.detach().clone() for key, param in state.embeddings.items()}
     concept = Concept(config.name, embeddings, info, str(target))
     path = _save_concept(concept, target, overwrite, state.step)
-    sampling = config.timestep_sampling + (f" on g^{config.g_power_used}" if config.timestep_sampling == "adaptive"
-                                           and config.g_power_used != 1 else "")
+    sampling = f"{config.timestep_sampling} sampling"
+    if config.timestep_sampling == "adaptive" and config.g_power_used != 1:
+        sampling += f" on g(t)^{config.g_power_used}"
     title = (f"g(t) ({config.g_error_used}, {config.g_condition}), per band of 20 timesteps "
-             f"({sampling} sampling, {sum(state.bucket_counts)} examples)")
+             f"({sampling}, {sum(state.bucket_counts)} examples)")
     return RunResult(concept, path, state, loss_curve_image(state.losses, f"loss of {config.name!r}"),
                      gradient_image(state.bands.estimates(), config.num_scales, title))
 
