@@ -19,9 +19,9 @@ that toyworld.reader reads back. Parts:
 - g_errors (not part of `all`): adaptive sampling on g(t) of each error the trainer offers (`g_error`: the
   raw output, the denoised picture, relative to the error's size) against uniform and against the band
   that teaches most alone, at N = 1 and N = 10.
-- sharpen (not part of `all`): at N = 1, adaptive sampling on the denoised picture's g(t) raised to a power
-  (1 is equation 5; 2 and 3 send fewer examples to the clean end) and with a shorter or longer memory of its
-  running estimate, against uniform.
+- sharpen (not part of `all`): adaptive sampling on g(t) raised to a power (1 is equation 5; 2 and 3 send
+  fewer examples to where g(t) is small) and with a shorter or longer memory of its running estimate,
+  against uniform; at N = 1 unless `--scales` says otherwise.
 - bands (not part of `all`): what each stretch of 200 timesteps teaches one embedding on its own (N = 1,
   interval sampling), the ground truth that g(t) is meant to predict.
 - contrasts (not part of `all`): the differences between modes that tests/integration/test_toyworld_modes.py
@@ -406,28 +406,30 @@ def _memory(bench: Bench, rate: float):
         loop.GradientBands = bands
 
 
-def sharpen(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], powers: tuple[str, ...],
-            rates: tuple[float, ...]) -> None:
-    """N = 1, the denoised picture's g(t) (auto's error there): the draw p(t) ~ g(t) ** power for each power
-    and each memory of the running estimate (rate), against uniform. Equation 5 is power 1; a larger power
-    moves the examples g(t) still sends to the clean end, where this model's concepts learn least, towards
-    the noisy end. A larger rate forgets old measurements sooner."""
+def sharpen(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], scales: tuple[int, ...],
+            powers: tuple[str, ...], rates: tuple[float, ...]) -> None:
+    """Adaptive sampling on g(t) of auto's error for N (the denoised picture's at N = 1, the raw output's
+    otherwise): the draw p(t) ~ g(t) ** power for each power and each memory of the running estimate (rate),
+    against uniform. Equation 5 is power 1; a larger power moves the examples g(t) still sends to the clean
+    end, where one embedding learns least on this model, towards the noisy end. A larger rate forgets old
+    measurements sooner."""
     base, eval_steps = _protocol(bench, "adaptive sampling on a power of g(t)", names, seeds, samples)
-    one = replace(base, num_scales=1)
-    default_rate = bench.pack.mrti.training.timesteps.EMA_RATE
+    timesteps = bench.pack.mrti.training.timesteps
     for concept in names:
         runs: dict[str, list[Run]] = {}
         shares: dict[str, list[float]] = {}
         track = functools.partial(_track, bench, concept, runs, seeds, samples, eval_steps)
-        track("N1 uniform", one)
-        for power in powers:
-            for rate in rates:
-                label = f"N1 adaptive g^{power}" + ("" if rate == default_rate else f" rate {rate:g}")
-                with _memory(bench, rate):
-                    track(label, replace(one, timestep_sampling="adaptive", g_error="denoised picture",
-                                         g_power=power))
-                shares[label] = [statistics.fmean(_draw_shares(r.bands, int(power))[i] for r in runs[label])
-                                 for i in range(10)]
+        for n in scales:
+            recipe = replace(base, num_scales=n)
+            track(f"N{n} uniform", recipe)
+            for power in powers:
+                for rate in rates:
+                    label = f"N{n} adaptive g^{power}" + ("" if rate == timesteps.EMA_RATE else f" rate {rate:g}")
+                    with _memory(bench, rate):
+                        track(label, replace(recipe, timestep_sampling="adaptive", g_error="auto", g_power=power))
+                    draws = [_draw_shares(timesteps, r.bands, n, recipe.adaptive_floor, int(power))
+                             for r in runs[label]]
+                    shares[label] = [statistics.fmean(d[i] for d in draws) for i in range(10)]
         print(f"\n## {concept} = {world.caption(concepts.CONCEPTS[concept])}")
         _compare(runs, eval_steps, _init_match(bench, concept, samples, seeds))
         print("\nthe draw each adaptive run ended with (mean over seeds): share of examples per 100 timesteps "
@@ -436,14 +438,13 @@ def sharpen(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], powe
             print(f"  {label:32s}" + " ".join(f"{v:5.2f}" for v in values))
 
 
-def _draw_shares(bands: list[float | None], power: int) -> list[float]:
-    """Per 100 timesteps, the probability the adaptive draw gives them at N = 1 for these band estimates."""
-    measured = [v for v in bands if v is not None]
-    fill = statistics.fmean(measured) if measured else 1.0
-    weights = [(fill if v is None else max(v, 0.0)) ** power for v in bands]
-    total = sum(weights)
-    per = len(weights) // 10
-    return [sum(weights[i:i + per]) / total for i in range(0, len(weights), per)]
+def _draw_shares(timesteps, bands: list[float | None], num_scales: int, floor: float, power: int) -> list[float]:
+    """Per 100 timesteps, the probability the trainer's adaptive draw gives them for these band estimates."""
+    estimates = timesteps.GradientBands()
+    estimates.load_state_dict({"estimate": [0.0 if v is None else v for v in bands],
+                               "count": [0 if v is None else 1 for v in bands]})
+    p = timesteps.adaptive_probabilities(estimates.filled(), num_scales, floor, power)
+    return [float(x) for x in p.reshape(10, -1).sum(1)]
 
 
 def contrasts(bench: Bench, samples: int, seeds: int) -> None:
@@ -538,8 +539,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_OUT, help="the toy-world checkpoint to use")
     parser.add_argument("--concepts", nargs="+", choices=tuple(concepts.CONCEPTS), default=SAMPLING_CONCEPTS,
                         help="the concepts the sampling part trains")
-    parser.add_argument("--scales", nargs="+", type=int, choices=(1, 10), default=(1, 10),
-                        help="g_errors: the numbers of embeddings N to compare at")
+    parser.add_argument("--scales", nargs="+", type=int, choices=(1, 10), default=None,
+                        help="g_errors, sharpen: the numbers of embeddings N to compare at (default: 1 and 10 for "
+                             "g_errors, 1 for sharpen)")
     parser.add_argument("--powers", nargs="+", choices=SHARPEN_POWERS, default=SHARPEN_POWERS,
                         help="sharpen: the powers of g(t) to draw from")
     parser.add_argument("--rates", nargs="+", type=float, default=None,
@@ -577,10 +579,10 @@ def main() -> None:
         if "contrasts" in parts:
             contrasts(bench, opts.samples or 16, opts.seeds)
         if "g_errors" in parts:
-            g_errors(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts), tuple(opts.scales))
+            g_errors(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts), tuple(opts.scales or (1, 10)))
         if "sharpen" in parts:
-            sharpen(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts), tuple(opts.powers),
-                    tuple(opts.rates or (bench.pack.mrti.training.timesteps.EMA_RATE,)))
+            sharpen(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts), tuple(opts.scales or (1,)),
+                    tuple(opts.powers), tuple(opts.rates or (bench.pack.mrti.training.timesteps.EMA_RATE,)))
         if "bands" in parts:
             bands(bench, opts.samples or 8, opts.seeds, tuple(opts.concepts))
         if "probe" in parts:

@@ -29,11 +29,14 @@ AUTO_POWER_ONE_EMBEDDING = 3
 PRECISIONS = ("fp32", "bf16", "fp16")
 CROPS = ("center crop", "stretch")
 
-# Settings that shape the trajectory: a resumed run must agree on them, or it is a different run.
+# Settings that shape the trajectory: a resumed run must agree on them, or it is a different run. The power
+# is compared as used, since what `auto` means depends on num_scales.
 TRAJECTORY_KEYS = ("num_scales", "vectors_per_token", "batch_size", "gradient_accumulation", "learning_rate",
                    "scale_lr", "lr_schedule", "warmup_steps", "templates", "timestep_sampling", "t_min",
-                   "t_max", "adaptive_floor", "g_condition", "g_error", "g_power", "seed", "precision", "image_size", "crop",
-                   "flip", "weight_decay", "init_word")
+                   "t_max", "adaptive_floor", "g_condition", "g_error", "g_power_used", "seed", "precision",
+                   "image_size", "crop", "flip", "weight_decay", "init_word")
+# What a trajectory setting was in checkpoints written before it existed.
+UNRECORDED_SETTINGS = {"g_power_used": 1}
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,15 @@ class TrainingConfig:
         out["g_error_used"] = self.g_error_used  # what `auto` meant for this run, should its meaning change
         out["g_power_used"] = self.g_power_used
         return out
+
+
+def changed_settings(saved: Mapping[str, TrainingValue],
+                     ours: Mapping[str, TrainingValue]) -> list[tuple[str, TrainingValue, TrainingValue | None]]:
+    """(key, checkpoint's value, this run's) for each trajectory setting in which a checkpoint's run (its
+    recorded `saved` settings) and this run (`ours`, TrainingConfig.settings) differ."""
+    saved = {**UNRECORDED_SETTINGS, **saved}
+    return [(key, saved[key], ours.get(key)) for key in TRAJECTORY_KEYS
+            if key in saved and saved[key] != ours.get(key)]
 
 
 def validate_name(name: str) -> str:

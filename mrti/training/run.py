@@ -22,7 +22,7 @@ from ..concept_file import FORMAT_VERSION, load_concept, save_concept
 from ..errors import ConceptFileError, ConceptFileExistsError, MrtiError
 from ..ti_import import init_word_of, read_ti_file
 from .checkpoint import read_checkpoint, restore_state, save_checkpoint
-from .config import TRAJECTORY_KEYS, TrainingConfig
+from .config import TrainingConfig, changed_settings
 from .images import prepare_images, upscale_warning
 from .loop import LoopHooks, Objective, StepReport, TrainingLoop, TrainingState, new_state
 from .plots import gradient_image, loss_curve_image
@@ -159,11 +159,10 @@ def _starting_state(config: TrainingConfig, host: RunHost, files: RunFiles, resu
     if kind == "checkpoint":
         data = read_checkpoint(path)
         _check_widths(path.name, data.embeddings, widths, config)
-        ours = config.settings()
-        changed = [k for k in TRAJECTORY_KEYS if k in data.settings and data.settings[k] != ours.get(k)]
+        changed = changed_settings(data.settings, config.settings())
         if changed:
             log.warning("resuming %s with changed settings %s; the run will differ from an uninterrupted one",
-                        path.name, ", ".join(f"{k}: {data.settings[k]!r} -> {ours.get(k)!r}" for k in changed))
+                        path.name, ", ".join(f"{k}: {theirs!r} -> {ours!r}" for k, theirs, ours in changed))
         # The vectors and the random stream continue the checkpoint's run: its init word and seed are the
         # true ones, whatever the inputs say now.
         recorded = {"init_word": data.init_word, "seed": data.settings.get("seed", config.seed)}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mrti.errors import MrtiError
-from mrti.training.config import TrainingConfig, lr_factor
+from mrti.training.config import TrainingConfig, changed_settings, lr_factor
 from mrti.training.images import prepare_images
 from mrti.training.plots import gradient_image, loss_curve_image, moving_average
 from mrti.training.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES, parse_custom_templates, templates_for
@@ -48,6 +48,18 @@ def test_defaults_follow_the_reference():
 def test_bad_settings_name_the_input(overrides, culprit):
     with pytest.raises(MrtiError, match=culprit):
         config(**overrides).validate()
+
+
+def test_a_resume_names_the_trajectory_settings_that_changed():
+    ours = config(num_scales=1, timestep_sampling="adaptive").validate().settings()
+    assert changed_settings(dict(ours), ours) == []
+    assert changed_settings({**ours, "seed": 3, "steps": 99}, ours) == [("seed", 3, 0)]  # steps only ends a run
+    # g_power is compared as used: `auto` for one embedding is 3, and a checkpoint from before g_power drew on
+    # g(t) itself, so resuming it with auto is a change
+    before = {k: v for k, v in ours.items() if k not in ("g_power", "g_power_used")}
+    assert changed_settings(before, ours) == [("g_power_used", 1, 3)]
+    power_one = config(num_scales=1, timestep_sampling="adaptive", g_power="1").validate().settings()
+    assert changed_settings(before, power_one) == []
 
 
 def test_settings_are_scalar_metadata():
