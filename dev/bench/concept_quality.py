@@ -181,7 +181,7 @@ class Run:
     match: dict[int, float]  # step -> mean match over the five attributes of `a photo of <S[0]>`
     final: dict[str, float]  # per attribute at the last step
     losses: list[float]
-    bands: list[float | None]
+    gradient: object  # the run's last timesteps.GradientBands: its g(t) estimate per band
 
 
 def _peak_interval(bands: list[float | None], width_bands: int = 5) -> tuple[int, int]:
@@ -204,7 +204,7 @@ def _train_and_track(bench: Bench, concept: str, label: str, recipe: concepts.Tr
         match[step], final, last = statistics.fmean(rates.values()), rates, data
     bands = bench.pack.mrti.training.timesteps.GradientBands()
     bands.load_state_dict(last.bands)
-    return Run(match, final, list(last.losses), bands.estimates())
+    return Run(match, final, list(last.losses), bands)
 
 
 def _g_curves(bench: Bench, concept: str, recipe: concepts.TrainingRecipe) -> dict[str, list[float]]:
@@ -385,8 +385,9 @@ def g_errors(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], sca
               "(clean end first), relative to the largest")
         for label, group in runs.items():
             if "adaptive" in label:
-                values = [_finite_mean(math.nan if r.bands[b] is None else r.bands[b] for r in group)
-                          for b in range(len(group[0].bands))]
+                estimates = [r.gradient.estimates() for r in group]
+                values = [_finite_mean(math.nan if e[b] is None else e[b] for e in estimates)
+                          for b in range(len(estimates[0]))]
                 print(f"  {label:32s}" + " ".join(f"{v:5.2f}" for v in _band_groups(values)))
 
 
@@ -427,8 +428,8 @@ def sharpen(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], scal
                     label = f"N{n} adaptive g^{power}" + ("" if rate == timesteps.EMA_RATE else f" rate {rate:g}")
                     with _memory(bench, rate):
                         track(label, replace(recipe, timestep_sampling="adaptive", g_error="auto", g_power=power))
-                    draws = [_draw_shares(timesteps, r.bands, n, recipe.adaptive_floor, int(power))
-                             for r in runs[label]]
+                    draws = [timesteps.AdaptiveSampler(r.gradient, n, recipe.adaptive_floor, int(power))
+                             .probabilities().reshape(10, -1).sum(1).tolist() for r in runs[label]]
                     shares[label] = [statistics.fmean(d[i] for d in draws) for i in range(10)]
         print(f"\n## {concept} = {world.caption(concepts.CONCEPTS[concept])}")
         _compare(runs, eval_steps, _init_match(bench, concept, samples, seeds))
@@ -436,15 +437,6 @@ def sharpen(bench: Bench, samples: int, seeds: int, names: tuple[str, ...], scal
               "(clean end first)")
         for label, values in shares.items():
             print(f"  {label:32s}" + " ".join(f"{v:5.2f}" for v in values))
-
-
-def _draw_shares(timesteps, bands: list[float | None], num_scales: int, floor: float, power: int) -> list[float]:
-    """Per 100 timesteps, the probability the trainer's adaptive draw gives them for these band estimates."""
-    estimates = timesteps.GradientBands()
-    estimates.load_state_dict({"estimate": [0.0 if v is None else v for v in bands],
-                               "count": [0 if v is None else 1 for v in bands]})
-    p = timesteps.adaptive_probabilities(estimates.filled(), num_scales, floor, power)
-    return [float(x) for x in p.reshape(10, -1).sum(1)]
 
 
 def contrasts(bench: Bench, samples: int, seeds: int) -> None:
