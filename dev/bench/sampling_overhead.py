@@ -2,10 +2,12 @@
 
 Runs CLIPTextEncode vs TimestepConditioningScheduler, then the same KSampler, alternating the two variants
 and taking medians (VAEDecode, identical for both, is left out so that it does not dilute the ratio). Prints the wall-time ratios (goal: sampling <= 1.02) and the
-text-encoder pass counts. By default it uses the tiny SD1 test model on the CPU; `--checkpoint` takes any
-SD1/SD2/SDXL checkpoint file instead (on a GPU if the host finds one).
+text-encoder pass counts. By default it uses the tiny SD1 test model; `--checkpoint` takes any SD1/SD2/SDXL
+checkpoint file instead, `--full-sd15` the full-size SD1.5 architecture with seeded random weights (built once,
+about 2 GB). It runs on the GPU when torch sees one.
 
     .venv/bin/python -m dev.bench.sampling_overhead [--steps 20] [--size 256] [--repeats 5] [--checkpoint FILE]
+    .venv/bin/python -m dev.bench.sampling_overhead --full-sd15 --size 512     # on a GPU
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from dev.bench.report import reported
 from dev.harness import comfy_runtime, host, tiny_models
@@ -26,6 +30,8 @@ from mrti.concept_file import save_concept
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the tiny SD1 test model)")
+    parser.add_argument("--full-sd15", action="store_true",
+                        help="the full-size SD1.5 architecture with random weights instead of the tiny model")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
@@ -35,10 +41,12 @@ def main() -> None:
     opts = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="mrti-bench-"))
-    host.boot(base)
+    host.boot(base, cpu=not torch.cuda.is_available())
     checkpoints = tiny_models.ensure_checkpoints(comfy_runtime.cache_dir() / "tiny-models")
     if opts.checkpoint:
         checkpoints = {"bench": opts.checkpoint.resolve()}
+    elif opts.full_sd15:
+        checkpoints = {"bench": tiny_models.ensure_full_sd1_checkpoint(comfy_runtime.cache_dir() / "bench-models")}
     package = host.load_package(base, checkpoints)
 
     import nodes
@@ -75,21 +83,26 @@ def main() -> None:
         passes[variant] = counter.count
         sample(conds[variant])
 
+    def now():  # a GPU's queued work belongs to the part that queued it
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     times = {key: [] for key in ("plain_encode", "multires_encode", "plain_sample", "multires_sample")}
     for _ in range(opts.repeats):
         for variant in ("plain", "multires"):
-            start = time.perf_counter()
+            start = now()
             cond = encode(variant)
-            middle = time.perf_counter()
+            middle = now()
             sample(cond)
-            end = time.perf_counter()
+            end = now()
             times[f"{variant}_encode"].append(middle - start)
             times[f"{variant}_sample"].append(end - middle)
 
     with reported(opts.report, "Sampling overhead", model=checkpoints.get("bench", checkpoints["sd1"])):
         med = {key: statistics.median(values) for key, values in times.items()}
         print(f"checkpoint {ckpt}, {opts.size}px, {opts.steps} steps {opts.sampler}/{opts.scheduler}, "
-              f"median of {opts.repeats}")
+              f"median of {opts.repeats}, device {model.load_device}")
         print(f"text-encoder passes: plain {passes['plain']}, multires {passes['multires']} "
               f"(distinct token states of '<jane(3)>' with N=10), during sampling: 0")
         for variant in ("plain", "multires"):

@@ -30,6 +30,8 @@ from pathlib import Path
 from dev.bench.report import reported
 
 TEMPLATE = "a photo of a {}"
+VARIANTS = ("trainer", "checkpointing", "baseline")
+TRAINERS = ("trainer", "checkpointing")
 
 
 def parse_args(argv=None):
@@ -44,7 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="the trainer's compute precision (default fp32; on a GPU its best is bf16); "
                              "the baseline stays fp32 like the reference")
-    parser.add_argument("--variants", default="trainer,baseline", help="which to run (default both)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"which to run, of {', '.join(VARIANTS)} (default all): 'checkpointing' is the "
+                             "trainer with gradient_checkpointing on")
     parser.add_argument("--report", type=Path, help="also write what it prints into this Markdown file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -144,7 +148,7 @@ def trainer_loop(package, model, clip, vae, pixels, opts, total_steps: int) -> l
     config = package.mrti.training.config.TrainingConfig(
         name="bench", init_word="dog", templates=(TEMPLATE,), num_scales=opts.num_scales, steps=total_steps,
         batch_size=opts.batch, gradient_accumulation=1, learning_rate=5e-4, scale_lr=False, seed=0, save_every=0,
-        image_size=opts.size, precision=opts.precision)
+        image_size=opts.size, precision=opts.precision, gradient_checkpointing=opts.child == "checkpointing")
     # Each step's time as the trainer reports it to its progress bar.
     host_class = package.nodes.training.host.TrainingHost
     report_progress, seconds = host_class.progress, []
@@ -179,7 +183,7 @@ def child(opts) -> dict:
     model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(checkpoint.name)
     pixels = images(opts.batch, opts.size)
     total = opts.warmup + opts.steps
-    run = trainer_loop if opts.child == "trainer" else baseline_loop
+    run = trainer_loop if opts.child in TRAINERS else baseline_loop
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -218,8 +222,12 @@ def main(argv=None) -> int:
         return 0
     checkpoint = checkpoint_for(opts)
     forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+    variants = [v.strip() for v in opts.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     results = {}
-    for variant in [v.strip() for v in opts.variants.split(",") if v.strip()]:
+    for variant in variants:
         env = {**os.environ, "MRTI_BENCH_CHECKPOINT": str(checkpoint)}
         proc = subprocess.run([sys.executable, "-m", __spec__.name, *forwarded, "--child", variant], env=env,
                               capture_output=True, text=True)
@@ -235,16 +243,17 @@ def main(argv=None) -> int:
               f"{opts.warmup} warm-up + {opts.steps} timed steps, device {next(iter(results.values()))['device']}")
         for name, r in results.items():
             cuda = f", CUDA peak {r['cuda_peak'] / gib:.2f} GiB" if r["cuda_peak"] is not None else ""
-            print(f"{name:>9}: {r['seconds_per_step']:.3f} s/step = {r['steps_per_second']:.3f} steps/s; peak RSS "
+            print(f"{name:>13}: {r['seconds_per_step']:.3f} s/step = {r['steps_per_second']:.3f} steps/s; peak RSS "
                   f"{r['rss_peak'] / gib:.2f} GiB (loaded models {r['rss_before'] / gib:.2f} GiB, training added "
                   f"{(r['rss_peak'] - r['rss_before']) / gib:.2f} GiB){cuda}")
-        if {"trainer", "baseline"} <= results.keys():
-            ours, ref = results["trainer"], results["baseline"]
-            print(f"speed-up (trainer steps/s / baseline steps/s): {ours['steps_per_second'] / ref['steps_per_second']:.2f}x")
-            print(f"peak RSS ratio (trainer / baseline): {ours['rss_peak'] / ref['rss_peak']:.2f}; training memory "
-                  f"ratio: {(ours['rss_peak'] - ours['rss_before']) / max(1, ref['rss_peak'] - ref['rss_before']):.2f}")
-            if ours["cuda_peak"] is not None:
-                print(f"CUDA peak ratio (trainer / baseline): {ours['cuda_peak'] / ref['cuda_peak']:.2f}")
+        ref = results.get("baseline")
+        for name in (n for n in TRAINERS if n in results and ref):
+            ours = results[name]
+            print(f"{name}: speed-up (steps/s / baseline steps/s) "
+                  f"{ours['steps_per_second'] / ref['steps_per_second']:.2f}x; peak RSS ratio "
+                  f"{ours['rss_peak'] / ref['rss_peak']:.2f}; training memory ratio "
+                  f"{(ours['rss_peak'] - ours['rss_before']) / max(1, ref['rss_peak'] - ref['rss_before']):.2f}"
+                  + (f"; CUDA peak ratio {ours['cuda_peak'] / ref['cuda_peak']:.2f}" if ours["cuda_peak"] else ""))
     return 0
 
 

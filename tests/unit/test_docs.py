@@ -73,3 +73,15 @@ def test_documents_speak_to_users_not_of_the_work_behind_them():
     pages = [ROOT / "README.md", *DOCS.glob("*.md"), *GENERATED.glob("*.md")]
     found = [f"{page.relative_to(ROOT)}: {m.group(0)!r}" for page in pages for m in words.finditer(page.read_text())]
     assert not found, found
+
+
+def test_the_code_map_names_every_module():
+    """docs/development.md maps the code: a module added without a line there fails here."""
+    text = (DOCS / "development.md").read_text()
+    named = set(re.findall(r"`([^`\s]+)`", text))
+    named |= {Path(name).name for name in named}
+    files = [path for pattern in ("mrti/**/*.py", "nodes/**/*.py", "dev/**/*.py", "dev/*.sh", "scripts/*.sh", "js/*.*")
+             for path in ROOT.glob(pattern) if path.name != "__init__.py" and "__pycache__" not in path.parts]
+    assert len(files) > 40
+    unnamed = sorted(str(path.relative_to(ROOT)) for path in files if path.name not in named)
+    assert not unnamed, f"docs/development.md does not name: {unnamed}"
