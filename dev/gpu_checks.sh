@@ -7,11 +7,14 @@
 #   bash dev/gpu_checks.sh run [PART ...]    # there, from the repository root, with .gpu/ copied along
 #
 # PART is `speed` (trainer vs reference-style loop at 512 px in bf16, with and without gradient checkpointing;
-# the prompt node's sampling overhead on the full-size SD1.5 architecture at 512 px) or `sharpen` (uniform
-# against the default adaptive sampling, g(t) cubed at N = 1, on the three toy-world concepts, one process per
-# concept); default both. The benches write their reports into docs/results/ (named *_gpu*.md), which are then
-# copied to $OUT (default .gpu/out) with one log per part: at most seven files. A part that runs past its time
-# limit (seconds, $GPU_CHECKS_LIMIT, default 240 per part) is stopped and leaves its log.
+# the prompt node's sampling overhead on the full-size SD1.5 architecture at 512 px), `batching` (whether one
+# batched text-encoder pass over a prompt's token states is faster and still bit for bit each state's own
+# pass, tiny SD1/SD2/SDXL and full-size SD1.5) or `sharpen` (uniform against the default adaptive sampling,
+# g(t) cubed at N = 1, on the three toy-world concepts, one process per concept); default all three in that
+# order. The benches write their reports into docs/results/ (named *_gpu*.md), which are then copied to $OUT
+# (default .gpu/out) with the one log of the run, gpu_checks.log: at most seven files. A part
+# that runs past its time limit (seconds, $GPU_CHECKS_LIMIT, default 240 per part) is stopped and
+# the next one starts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +48,11 @@ part_speed() {
     --report docs/results/sampling_overhead_gpu.md
 }
 
+part_batching() {
+  python3 -u -m dev.bench.state_batching --models sd1 sd2 sdxl sd15_full \
+    --report docs/results/state_batching_gpu.md
+}
+
 part_sharpen() {
   local pids=() status=0
   for concept in bsd gtc ycs; do
@@ -67,15 +75,17 @@ run() {
   fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
-  local parts=("$@") failed=0
-  [ ${#parts[@]} -gt 0 ] || parts=(speed sharpen)
+  local parts=("$@") failed=0 log="$OUT/gpu_checks.log"
+  [ ${#parts[@]} -gt 0 ] || parts=(speed batching sharpen)
   for part in "${parts[@]}"; do
-    declare -F "part_$part" > /dev/null || { echo "unknown part: $part (speed, sharpen)" >&2; return 2; }
-    echo "== $part ($(date -u +%H:%M:%S))"
+    declare -F "part_$part" > /dev/null || { echo "unknown part: $part (speed, batching, sharpen)" >&2; return 2; }
+  done
+  for part in "${parts[@]}"; do
+    echo "== $part ($(date -u +%H:%M:%S))" | tee -a "$log"
     # A part that overruns is stopped with everything it started, so that the next part still gets its turn.
     if ! timeout --kill-after=10 "${GPU_CHECKS_LIMIT:-240}" bash -c "set -o pipefail; $(declare -f "part_$part"); part_$part" \
-        2>&1 | tee "$OUT/$part.log"; then
-      echo "== $part did not finish (see $part.log)"; failed=1
+        2>&1 | tee -a "$log"; then
+      echo "== $part did not finish" | tee -a "$log"; failed=1
     fi
   done
   cp docs/results/*_gpu*.md "$OUT"/ 2>/dev/null
@@ -86,5 +96,5 @@ run() {
 case "${1:-}" in
   prepare) prepare ;;
   run) shift; run "$@" ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

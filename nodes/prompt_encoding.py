@@ -1,7 +1,8 @@
 """Encoding a multires prompt with the host's CLIP: one text-encoder pass per distinct token state.
 
 Not batched across states: a batch of another size rounds differently in a multi-threaded or GPU matrix
-product, so each state's encoding would no longer be bit for bit the one CLIPTextEncode gives it.
+product, so each state's encoding would no longer be bit for bit the one CLIPTextEncode gives it (the
+pooled output of SD2 and SDXL already differs on the CPU; dev/bench/state_batching.py measures both).
 
 Each concept tag is replaced by an `embedding:` word that the host's tokenizer resolves through a
 lookup we add to a copy of it, so chunking, `(word:1.2)` weights and ordinary `embedding:` files are all
@@ -93,21 +94,25 @@ def encode_schedule(clip, concepts: ConceptSet, text: str, default_mode: Mode, d
 
 
 def encode_plan(clip, concepts: ConceptSet, plan: SchedulePlan) -> list:
-    tags, spans = plan.tags, plan.spans
-    encoders = text_encoders(clip)
-    vectors = {name: concept_vectors(concepts[name], encoders) for name in {tag.name for tag in tags}}
-    substituted = _substituted_text(plan.parsed.segments)
+    states = state_tokens(clip, concepts, plan)
+    return scheduled(plan.spans, {key: clone.encode_from_tokens_scheduled(tokens) for key, (clone, tokens) in states.items()})
 
-    clones, tokens = {}, {}
-    for states in distinct_states(span for span, _ in spans):
+
+def state_tokens(clip, concepts: ConceptSet, plan: SchedulePlan) -> dict[tuple[TokenState, ...], tuple[object, dict]]:
+    """Each distinct token state of the plan: a clone of `clip` whose slot words are that state's vectors,
+    and the prompt tokenized by it."""
+    encoders = text_encoders(clip)
+    vectors = {name: concept_vectors(concepts[name], encoders) for name in {tag.name for tag in plan.tags}}
+    substituted = _substituted_text(plan.parsed.segments)
+    out = {}
+    for states in distinct_states(span for span, _ in plan.spans):
         slots = {
             slot_word(i): {key: materialize(state, vectors[tag.name][key]) for key in encoders}
-            for i, (tag, state) in enumerate(zip(tags, states))
+            for i, (tag, state) in enumerate(zip(plan.tags, states))
         }
-        clones[states] = clip_with_slots(clip, lambda key, word, _slots=slots: _slots.get(word, {}).get(key))
-        tokens[states] = clones[states].tokenize(substituted)
-    encoded = {states: clone.encode_from_tokens_scheduled(tokens[states]) for states, clone in clones.items()}
-    return scheduled(spans, encoded)
+        clone = clip_with_slots(clip, lambda key, word, _slots=slots: _slots.get(word, {}).get(key))
+        out[states] = (clone, clone.tokenize(substituted))
+    return out
 
 
 def reachable_spans(spans: Sequence[StateSpan], edges: TimestepEdges) -> list[tuple[StateSpan, SigmaRange]]:

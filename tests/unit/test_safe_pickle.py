@@ -205,4 +205,6 @@ def test_allowing_parameter_dicts_leaves_torchs_allowlist_as_it_was(tmp_path):
     load_weights_only(path)
     before = list(torch.serialization.get_safe_globals())
     load_weights_only(path, parameter_dicts=True)
-    assert list(torch.serialization.get_safe_globals()) == before
+    after = list(torch.serialization.get_safe_globals())
+    # torch keeps the list in a set, so its order after restoring is torch's business; the members are ours.
+    assert len(after) == len(before) and set(after) == set(before)
