@@ -95,7 +95,8 @@ def encode_schedule(clip, concepts: ConceptSet, text: str, default_mode: Mode, d
 
 def encode_plan(clip, concepts: ConceptSet, plan: SchedulePlan) -> list:
     states = state_tokens(clip, concepts, plan)
-    return scheduled(plan.spans, {key: clone.encode_from_tokens_scheduled(tokens) for key, (clone, tokens) in states.items()})
+    return scheduled(plan.spans, {key: clone.encode_from_tokens_scheduled(tokens)
+                                  for key, (clone, tokens) in states.items()})
 
 
 def state_tokens(clip, concepts: ConceptSet, plan: SchedulePlan) -> dict[tuple[TokenState, ...], tuple[object, dict]]:

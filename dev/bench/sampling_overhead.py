@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from dev.bench.report import reported
+from dev.bench.timing import now
 from dev.harness import comfy_runtime, host, tiny_models
 from dev.harness.demo_concepts import random_concept
 from dev.harness.step_recorder import EncoderPassCounter
@@ -82,11 +82,6 @@ def main() -> None:
             conds[variant] = encode(variant)
         passes[variant] = counter.count
         sample(conds[variant])
-
-    def now():  # a GPU's queued work belongs to the part that queued it
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
     times = {key: [] for key in ("plain_encode", "multires_encode", "plain_sample", "multires_sample")}
     for _ in range(opts.repeats):
